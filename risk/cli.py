@@ -1,0 +1,182 @@
+"""The `risk` command line; the only place errors become exit codes and one-line messages."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from risk.errors import ConfigError, DataValidationError, RiskError
+from risk.settings import CONFIG_ENV, Settings, config_path_from, describe_keys, effective_config, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+
+
+def _fail(e: RiskError) -> None:
+    """Print a RiskError for a person and exit with its code."""
+    if isinstance(e, ConfigError):
+        err.print(f"[bold red]config error[/]: {e.path}", highlight=False)
+        for issue in e.issues:
+            err.print(f"  - {issue}", highlight=False, markup=False)
+    elif isinstance(e, DataValidationError):
+        err.print(f"[bold red]invalid input[/]: {len(e.problems)} problem(s)", highlight=False)
+        for p in e.problems:
+            err.print(f"  - {p}", highlight=False, markup=False)
+    else:
+        err.print(f"[bold red]error[/]: {e}", highlight=False, markup=False)
+    sys.exit(e.exit_code)
+
+
+def handles_errors(fn: F) -> F:
+    """Turn RiskError into a message and exit code; anything else is a bug and keeps its traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RiskError as e:
+            _fail(e)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(ctx: click.Context) -> Settings:
+    obj = ctx.ensure_object(dict)
+    if "settings" not in obj:
+        obj["settings"] = load_settings(obj["config_path"])
+    return obj["settings"]
+
+
+def _parse_date(_ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError as e:
+        raise click.BadParameter(f"'{value}' is not a date (YYYY-MM-DD)", param=param) from e
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config", type=click.Path(path_type=Path), default=None,
+              help=f"Configuration file (default: ${CONFIG_ENV}, else ./config.yaml).")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
+@click.pass_context
+def main(ctx: click.Context, config: Path | None, verbose: bool) -> None:
+    """Displacement-risk early warning for census tracts."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    ctx.ensure_object(dict)["config_path"] = config_path_from(config)
+
+
+@main.group()
+def config() -> None:
+    """Check or explain the configuration."""
+
+
+@config.command("check")
+@click.pass_context
+@handles_errors
+def config_check(ctx: click.Context) -> None:
+    """Validate the configuration and print the effective settings."""
+    settings = _settings(ctx)
+    out.print(f"# {settings.config_path}: valid", highlight=False)
+    click.echo(effective_config(settings))
+
+
+@config.command("keys")
+def config_keys() -> None:
+    """List every configuration key with its default and help."""
+    table = Table("key", "default", "help", show_lines=False)
+    for key, default, help_text in describe_keys():
+        table.add_row(key, default, help_text)
+    out.print(table)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+@handles_errors
+def validate(ctx: click.Context, as_json: bool) -> None:
+    """Check every input file; report all problems at once (exit 3 if any is an error)."""
+    from risk.validation import validate as run_validation
+
+    report = run_validation(_settings(ctx))
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_report(report)
+    if not report.ok:
+        sys.exit(DataValidationError.exit_code)
+
+
+def _print_report(report: Any) -> None:
+    table = Table("family", "rows", "tracts", "first", "last", title="Sources")
+    for f in report.families:
+        table.add_row(f.family, str(f.rows), str(f.tracts), f.first or "", f.last or "")
+    if report.families:
+        out.print(table)
+    for p in report.warnings:
+        out.print(f"[yellow]warning[/] {p}", highlight=False)
+    for p in report.errors:
+        err.print(f"[red]error[/] {p}", highlight=False)
+    if report.ok:
+        out.print(f"[green]valid[/]: no errors, {len(report.warnings)} warning(s)")
+    else:
+        err.print(f"[bold red]invalid[/]: {len(report.errors)} error(s), {len(report.warnings)} warning(s)")
+
+
+@main.command()
+@click.option("--as-of", "as_of", required=True, callback=_parse_date, help="Date the features are known at.")
+@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path), help="Parquet file to write.")
+@click.pass_context
+@handles_errors
+def features(ctx: click.Context, as_of: date, out_path: Path) -> None:
+    """Build point-in-time features for every tract and write them to Parquet."""
+    from risk.features import build_features
+    from risk.pipeline import write_features
+    from risk.sources import load_sources
+
+    settings = _settings(ctx)
+    with err.status("loading and validating sources"):
+        sources = load_sources(settings)
+    with err.status(f"building features at {as_of}"):
+        frame = build_features(sources, as_of, settings.features)
+    write_features(frame, out_path)
+    cov = ", ".join(f"{c.removeprefix('cov_')} {int(frame[c].sum())}" for c in frame.columns if c.startswith("cov_"))
+    out.print(f"wrote {len(frame)} tracts x {frame.shape[1]} features to {out_path} (tracts covered: {cov})",
+              highlight=False)
+
+
+@main.command()
+@click.option("--as-of", "as_of", default=None, callback=_parse_date,
+              help="Run as of this date (default: the newest date the data supports).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+@handles_errors
+def run(ctx: click.Context, as_of: date | None, as_json: bool) -> None:
+    """Run the weekly job once (today: validate and features; later stages are not built yet)."""
+    from risk.pipeline import run as run_pipeline
+
+    settings = _settings(ctx)
+    with err.status("running the weekly job"):
+        result = run_pipeline(settings, as_of)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    out.print(f"as of {result.as_of}: features for {result.tracts} tracts -> {result.features_path}", highlight=False)
+    out.print("coverage (tracts): " + ", ".join(f"{k} {v}" for k, v in result.coverage.items()), highlight=False)
+    out.print("stage seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.stage_seconds.items()))
+    for note in result.data_notes:
+        out.print(f"[yellow]note[/] {note}", highlight=False)
+    out.print(f"[bold]not built yet[/]: {', '.join(result.stages_not_built)} "
+              "(this run validated the data and built features only)")

@@ -1,0 +1,396 @@
+"""The one settings tree: every key of ``config.yaml``, its default and its help.
+
+``load_settings`` reads the file once into frozen, validated models and is the
+only place that knows about YAML. Every problem is reported at once, each
+naming its section, key and line. Relative paths are resolved against the
+config file's folder, so a config works from any working directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from risk.errors import ConfigError, ConfigIssue
+
+DEFAULT_CONFIG = "config.yaml"
+CONFIG_ENV = "RISK_CONFIG"
+
+
+def _resolve(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    value = Path(os.path.expanduser(str(value)))
+    if base is not None and not value.is_absolute():
+        value = Path(base) / value
+    return value
+
+
+def _must_exist(value: Path) -> Path:
+    if not value.exists():
+        raise ValueError(f"file not found: {value}")
+    return value
+
+
+RelPath = Annotated[Path, AfterValidator(_resolve)]
+"""A path relative to the config file's folder."""
+
+InputPath = Annotated[Path, AfterValidator(_resolve), AfterValidator(_must_exist)]
+"""An input file that must exist, relative to the config file's folder."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class RegionSettings(_Section):
+    """Which tracts the system watches."""
+
+    name: str = Field("King County, WA", description="Name shown in reports and e-mails.")
+    county_fips: tuple[str, ...] = Field(
+        ("53033",),
+        description="5-digit state+county FIPS codes of the region; records of other counties are dropped.",
+    )
+    ignore_geoids: tuple[str, ...] = Field(
+        (),
+        description="Tract GEOIDs that may appear in source files without being in the boundaries "
+        "(for example water-only tracts), silently dropped.",
+    )
+
+    @field_validator("county_fips")
+    @classmethod
+    def _five_digits(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [c for c in v if not (len(c) == 5 and c.isdigit())]
+        if bad or not v:
+            raise ValueError(f"need one or more 5-digit FIPS codes, got {list(v)}")
+        return v
+
+    @field_validator("ignore_geoids")
+    @classmethod
+    def _eleven_digits(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [g for g in v if not (len(g) == 11 and g.isdigit())]
+        if bad:
+            raise ValueError(f"GEOIDs must be 11-digit strings (quote them in YAML), got {bad}")
+        return v
+
+
+class PathsSettings(_Section):
+    """Where the system keeps its state; relative to the config file's folder."""
+
+    database: RelPath = Field(Path("state/risk.sqlite"), description="SQLite database of runs and scores.")
+    models: RelPath = Field(Path("models"), description="Trained model registry.")
+    outbox: RelPath = Field(Path("outbox"), description="Folder of outgoing e-mail files.")
+    reports: RelPath = Field(Path("reports"), description="Backtest and explanation reports.")
+    features: RelPath = Field(Path("state/features"), description="Feature tables written by `risk run`.")
+
+
+class BoundariesSource(_Section):
+    """Tract boundaries (GeoJSON or GeoPackage); they define the set of tracts."""
+
+    path: InputPath = Field(description="GeoJSON (.geojson/.json) or GeoPackage (.gpkg) file.")
+    layer: str | None = Field(None, description="Layer name inside a GeoPackage (default: the first).")
+    geoid_column: str = Field("GEOID", description="Column holding the 11-digit tract GEOID.")
+    name_column: str | None = Field("NAME", description="Column with a short tract name, if any.")
+
+
+class Vintage(_Section):
+    """One Census/ACS release: the suffix of its columns and the date it was published."""
+
+    suffix: str = Field(description="Column suffix in the UDP database (`90`, `00`, `12`, `18`).")
+    label: str = Field(description="Human name, e.g. `ACS 2008-2012`.")
+    released: date = Field(description="Publication date: the vintage is used only on or after it.")
+    medians_reliable: bool = Field(
+        True,
+        description="False for vintages crosswalked from older tracts, whose medians were scaled "
+        "down by the crosswalk weights; their median columns are then ignored.",
+    )
+    shares_over_one: Literal["error", "drop"] = Field(
+        "error",
+        description="`drop` turns shares above 1 into missing values with a warning instead of failing; "
+        "for UDP's 1990 low-income share, which divides by 2000 households.",
+    )
+
+
+class CensusTable(_Section):
+    """A raw Census/ACS table on the boundaries' tract vintage."""
+
+    path: InputPath = Field(description="CSV with a FIPS/GEOID column and suffixed Census variables.")
+    vintage: Vintage = Field(description="The release the table comes from.")
+
+
+class DemographicsSource(_Section):
+    """Demographic vintages: the UDP tract database and/or raw Census/ACS tables."""
+
+    format: Literal["udp_database", "census_tables"] = Field(
+        "udp_database", description="`udp_database` (one wide file, per-vintage suffixes) or `census_tables`."
+    )
+    path: InputPath | None = Field(None, description="The UDP database CSV (format udp_database).")
+    vintages: tuple[Vintage, ...] = Field((), description="Vintages present in the UDP database.")
+    tables: tuple[CensusTable, ...] = Field((), description="Raw tables (format census_tables).")
+
+    @model_validator(mode="after")
+    def _format_needs(self) -> DemographicsSource:
+        if self.format == "udp_database" and (self.path is None or not self.vintages):
+            raise ValueError("format udp_database needs `path` and at least one entry in `vintages`")
+        if self.format == "census_tables" and not self.tables:
+            raise ValueError("format census_tables needs at least one entry in `tables`")
+        return self
+
+
+class EvictionVintage(_Section):
+    """Which Census/ACS release Eviction Lab's demographic columns come from, by year."""
+
+    first_year: int
+    last_year: int
+    label: str
+    released: date
+
+
+class RenterAnchor(_Section):
+    """A year whose renter-household count is a real census count, not an interpolation."""
+
+    year: int
+    released: date
+
+
+class EvictionsSource(_Section):
+    """Eviction Lab tract file."""
+
+    format: Literal["evictionlab"] = Field("evictionlab", description="Eviction Lab tract CSV (v1 schema).")
+    path: InputPath = Field(description="The CSV file.")
+    available_after_days: int = Field(
+        0, ge=0, description="Days after a year ends before its counts may be used (publication lag)."
+    )
+    max_age_days: int = Field(
+        730, ge=1, description="Counts of a year that became available longer ago than this are stale and unused."
+    )
+    max_filings_per_renter_household: float = Field(
+        10.0, gt=0, description="More filings than this per renter household is reported as impossible."
+    )
+    vintages: tuple[EvictionVintage, ...] = Field(
+        (), description="Release of the demographic columns per range of years (they are step functions)."
+    )
+    renter_anchors: tuple[RenterAnchor, ...] = Field(
+        (),
+        description="Years whose renter counts are census counts; rates use the newest one released "
+        "by the as-of date, because the yearly counts in between are interpolated toward later censuses.",
+    )
+
+
+class RentSource(_Section):
+    """Rent and home-value indices. ACS median rent (from demographics) is always used as well."""
+
+    format: Literal["none", "zillow_tract", "zillow_zip"] = Field(
+        "none", description="`none` (ACS fallback only), `zillow_tract` (long) or `zillow_zip` (wide)."
+    )
+    path: InputPath | None = Field(None, description="Zillow file (tract long format or ZIP wide format).")
+    rent_path: InputPath | None = Field(
+        None, description="For zillow_zip: a second wide file with the rent index (path holds home values)."
+    )
+    crosswalk: InputPath | None = Field(
+        None, description="For zillow_zip: ZIP-to-tract crosswalk CSV (HUD USPS format: ZIP, TRACT, RES_RATIO)."
+    )
+    available_after_days: int = Field(
+        15, ge=0, description="Days after a month ends before its index value is published."
+    )
+    max_age_days: int = Field(
+        183, ge=1, description="An index whose newest month is older than this is stale (the series ended)."
+    )
+
+    @model_validator(mode="after")
+    def _format_needs(self) -> RentSource:
+        if self.format != "none" and self.path is None:
+            raise ValueError(f"format {self.format} needs `path`")
+        if self.format == "zillow_zip" and self.crosswalk is None:
+            raise ValueError("format zillow_zip needs `crosswalk`")
+        return self
+
+
+class PermitFile(_Section):
+    """One Socrata permit export."""
+
+    path: InputPath = Field(description="CSV export.")
+    schema_: Literal["auto", "seattle_legacy", "seattle_sdci"] = Field(
+        "auto",
+        alias="schema",
+        description="`seattle_legacy` (Building Permits, `Application/Permit Number`...), "
+        "`seattle_sdci` (`PermitNum`, `HousingUnitsAdded`...), or `auto` to detect from the header.",
+    )
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class PermitsSource(_Section):
+    """Building permits, geocoded to tracts by point in polygon."""
+
+    files: tuple[PermitFile, ...] = Field(description="One or more Socrata exports.")
+    coverage_tracts: InputPath | None = Field(
+        None,
+        description="CSV with a GEOID column: the tracts the permit office covers (its jurisdiction). "
+        "Default: tracts with at least one permit on or before the as-of date.",
+    )
+    max_gap_days: int = Field(
+        120, ge=1, description="A file whose newest record is older than this at the as-of date is stale."
+    )
+
+
+class SourcesSettings(_Section):
+    """Input files, one entry per family."""
+
+    boundaries: BoundariesSource
+    demographics: DemographicsSource
+    evictions: EvictionsSource | None = None
+    rent: RentSource = RentSource()
+    permits: PermitsSource | None = None
+    encoding: str = Field("utf-8", description="Text encoding of every CSV input.")
+
+
+class FeatureSettings(_Section):
+    """Point-in-time feature construction."""
+
+    spatial_lags: bool = Field(True, description="Add the mean of contiguous neighbours for market-pressure features.")
+    contiguity_tolerance_m: float = Field(
+        5.0, ge=0, description="Tracts closer than this (metres) count as touching; absorbs generalised boundaries."
+    )
+
+
+class Settings(_Section):
+    """The whole configuration."""
+
+    region: RegionSettings = RegionSettings()
+    paths: PathsSettings = PathsSettings()
+    sources: SourcesSettings
+    features: FeatureSettings = FeatureSettings()
+    config_path: Path = Field(Path("config.yaml"), description="Where this configuration was read from.")
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths are resolved against."""
+        return self.config_path.parent
+
+
+def _line_index(text: str) -> dict[tuple[str, ...], int]:
+    """Map every key path in the YAML text to its 1-based line."""
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                sub = (*path, str(k.value))
+                lines[sub] = k.start_mark.line + 1
+                walk(v, sub)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                lines[(*path, str(i))] = v.start_mark.line + 1
+                walk(v, (*path, str(i)))
+
+    root = yaml.compose(text)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _suggest(loc: tuple[str, ...], model: type[BaseModel]) -> str:
+    """'did you mean' for an unknown key, from the fields of the model at ``loc``."""
+    current: Any = model
+    for part in loc[:-1]:
+        fields = getattr(current, "model_fields", None)
+        if fields is None:
+            continue
+        field = fields.get(part)
+        if field is None:
+            return ""
+        ann = field.annotation
+        args = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+        current = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else (args[0] if args else None)
+    fields = getattr(current, "model_fields", {}) if current is not None else {}
+    names = [f.alias or n for n, f in fields.items()]
+    close = difflib.get_close_matches(loc[-1], names, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _issues(err: ValidationError, lines: dict[tuple[str, ...], int]) -> list[ConfigIssue]:
+    out = []
+    for e in err.errors():
+        loc = tuple(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        key = ".".join(loc) or "(top level)"
+        line = next((lines[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in lines), None)
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key" + _suggest(loc, Settings)
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+        out.append(ConfigIssue(key=key, message=msg, line=line))
+    return out
+
+
+def config_path_from(option: str | os.PathLike[str] | None) -> Path:
+    """The config file to use: the option, else ``$RISK_CONFIG``, else ``./config.yaml``."""
+    return Path(option or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def load_settings(path: str | os.PathLike[str]) -> Settings:
+    """Read and validate a config file, reporting every problem at once."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ConfigError(str(path), [ConfigIssue("(file)", "config file not found")]) from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(str(path), [ConfigIssue("(file)", f"cannot read: {e}")]) from e
+    try:
+        data = yaml.safe_load(text)
+        lines = _line_index(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(str(path), [ConfigIssue("(syntax)", str(getattr(e, "problem", e)), line)]) from e
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), [ConfigIssue("(top level)", "expected a mapping of sections")])
+    data = {**data, "config_path": path.resolve()}
+    try:
+        return Settings.model_validate(data, context={"base_dir": path.resolve().parent})
+    except ValidationError as e:
+        raise ConfigError(str(path), _issues(e, lines)) from e
+
+
+def describe_keys(model: type[BaseModel] = Settings, prefix: str = "") -> list[tuple[str, str, str]]:
+    """Every key as (dotted name, default, help), for `risk config keys`."""
+    rows: list[tuple[str, str, str]] = []
+    for name, field in model.model_fields.items():
+        if name == "config_path":
+            continue
+        key = f"{prefix}{field.alias or name}"
+        ann = field.annotation
+        sub = [a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type) and issubclass(a, BaseModel)]
+        help_text = field.description or (sub[0].__doc__ or "").strip().splitlines()[0] if sub else field.description or ""
+        default = "(required)" if field.is_required() else repr(field.default)
+        if sub and not getattr(ann, "__origin__", None) is tuple:
+            rows.append((key, "" if field.is_required() else "", help_text))
+            rows.extend(describe_keys(sub[0], key + "."))
+        else:
+            rows.append((key, default, help_text))
+    return rows
+
+
+def effective_config(settings: Settings) -> str:
+    """The effective configuration as YAML, defaults filled in and paths resolved."""
+    data = settings.model_dump(mode="json", by_alias=True, exclude={"config_path"})
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

@@ -1,0 +1,284 @@
+"""Reading published CSV files defensively, collecting every problem with its line.
+
+Loaders call :func:`read_table` and the ``check_*`` helpers; nothing here
+raises for bad data: problems are collected in a :class:`ProblemLog` so that
+``risk validate`` can report all of them at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from risk.errors import Problem
+
+SENTINEL_MAX = -1e8
+"""Census/ACS annotation values (-666666666, -999999999, ...) are all below this."""
+
+_EXAMPLES = 5
+"""Rows listed per check before the rest are summarised, so one broken column stays readable."""
+
+
+def display_path(path: Path | str) -> str:
+    """A path as a person would type it: relative to the working folder when inside it."""
+    text = str(path)
+    if ", " in text or not os.path.isabs(text):
+        return text
+    rel = os.path.relpath(os.path.normpath(text))
+    return rel if not rel.startswith("..") else os.path.normpath(text)
+
+
+@dataclass
+class ProblemLog:
+    """Problems found in one family's files."""
+
+    family: str
+    items: list[Problem] = field(default_factory=list)
+
+    def add(
+        self, file: Path | str, message: str, *, line: int | None = None,
+        column: str | None = None, severity: str = "error",
+    ) -> None:
+        """Record one problem."""
+        self.items.append(
+            Problem(file=display_path(file), message=message, line=line, column=column,
+                    severity=severity, family=self.family)  # type: ignore[arg-type]
+        )
+
+    def rows(
+        self, table: Table, mask: pd.Series | np.ndarray, column: str | None,
+        describe: Callable[[int], str], severity: str = "error",
+    ) -> None:
+        """Record a problem for each row where ``mask`` holds (listing the first few)."""
+        positions = np.flatnonzero(np.asarray(mask, dtype=bool))
+        for pos in positions[:_EXAMPLES]:
+            self.add(table.path, describe(int(pos)), line=table.line(int(pos)), column=column, severity=severity)
+        if len(positions) > _EXAMPLES:
+            rest = len(positions) - _EXAMPLES
+            self.add(table.path, f"... and {rest} more row{'s' if rest > 1 else ''} with the same problem "
+                     f"(first at line {table.line(int(positions[0]))})", column=column, severity=severity)
+
+    @property
+    def has_errors(self) -> bool:
+        """True when at least one problem is an error."""
+        return any(p.severity == "error" for p in self.items)
+
+
+@dataclass
+class Table:
+    """A parsed CSV and the means to name a row by its line in the file."""
+
+    path: Path
+    frame: pd.DataFrame
+    text: str
+    _lines: list[int] | None = None
+
+    def line(self, position: int) -> int:
+        """1-based line of the file where data row ``position`` starts (header is line 1)."""
+        if self._lines is None:
+            reader = csv.reader(io.StringIO(self.text))
+            starts = []
+            start = 1
+            for _ in reader:
+                starts.append(start)
+                start = reader.line_num + 1
+            self._lines = starts[1:]
+        return self._lines[position] if position < len(self._lines) else position + 2
+
+    def value(self, column: str, position: int) -> object:
+        """The raw value at a row, for messages."""
+        return self.frame[column].iloc[position]
+
+
+def _read_text(path: Path, encoding: str, log: ProblemLog) -> str | None:
+    try:
+        raw = path.read_bytes()
+        if path.suffix == ".gz":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        log.add(path, f"cannot read file: {e}")
+        return None
+    if not raw.strip():
+        log.add(path, "file is empty")
+        return None
+    try:
+        return raw.decode(encoding).removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        log.add(path, f"not valid {encoding} text (byte 0x{raw[e.start]:02x}); re-save the file as "
+                f"{encoding} or set sources.encoding", line=line)
+        return None
+
+
+def read_table(
+    path: Path, log: ProblemLog, *, encoding: str, required: Iterable[str],
+    dtype: dict[str, type] | None = None, any_of: Iterable[Iterable[str]] = (),
+) -> Table | None:
+    """Parse a CSV, recording empty, undecodable, truncated or malformed files and missing columns."""
+    text = _read_text(path, encoding, log)
+    if text is None:
+        return None
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=dtype, low_memory=False,
+                            na_values=["NA", "N/A", "NULL", "null", ""], keep_default_na=True)
+    except pd.errors.EmptyDataError:
+        log.add(path, "file has no header row")
+        return None
+    except pd.errors.ParserError as e:
+        text_e = str(e).strip()
+        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text_e)
+        if m:
+            log.add(path, f"malformed CSV: expected {m.group(1)} fields, found {m.group(3)}", line=int(m.group(2)))
+        else:
+            log.add(path, f"malformed CSV: {text_e.removeprefix('Error tokenizing data. ')}")
+        return None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    table = Table(path=path, frame=frame, text=text)
+    if frame.empty:
+        log.add(path, "file has a header but no data rows")
+        return None
+    _check_truncated(table, log)
+    missing = [c for c in required if c not in frame.columns]
+    for c in missing:
+        log.add(path, "required column is missing", line=1, column=c)
+    for group in any_of:
+        group = list(group)
+        if not any(c in frame.columns for c in group):
+            log.add(path, f"needs one of the columns {group}", line=1)
+            missing.append(group[0])
+    dupes = [c for c in frame.columns if c.endswith(".1") and c[:-2] in frame.columns]
+    for c in dupes:
+        log.add(path, "column name appears twice in the header", line=1, column=c[:-2])
+    return None if missing or dupes else table
+
+
+def _check_truncated(table: Table, log: ProblemLog) -> None:
+    """A file cut off mid-row parses silently with NaN; catch it from the last line."""
+    if table.text.endswith(("\n", "\r")):
+        return
+    last = table.text.rsplit("\n", 1)[-1]
+    fields = next(csv.reader([last]), [])
+    if len(fields) < len(table.frame.columns):
+        log.add(table.path, f"file looks truncated: the last line has {len(fields)} of "
+                f"{len(table.frame.columns)} fields and no line end", line=table.line(len(table.frame) - 1))
+
+
+def normalise_geoids(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """GEOIDs as 11-character strings; returns the strings and a mask of unusable values."""
+    text = values.astype("string").str.strip().str.replace(r"\.0+$", "", regex=True)
+    ok = text.str.fullmatch(r"\d{1,11}").fillna(False).to_numpy(dtype=bool)
+    out = text.where(ok).str.zfill(11)
+    # 9 or fewer digits cannot be a state+county+tract code even with a lost leading zero
+    short = (text.str.len() < 10).fillna(True).to_numpy(dtype=bool)
+    bad = ~ok | short
+    return out.where(~bad), bad
+
+
+def check_geoids(table: Table, column: str, log: ProblemLog) -> pd.Series:
+    """Normalise a GEOID column, recording values that are not tract codes."""
+    geoids, bad = normalise_geoids(table.frame[column])
+    log.rows(table, bad, column,
+             lambda i: f"'{table.value(column, i)}' is not an 11-digit census tract GEOID")
+    return geoids
+
+
+def to_number(
+    table: Table, column: str, log: ProblemLog, *, sentinels: bool = False, thousands: bool = False,
+) -> pd.Series:
+    """A numeric column; non-numbers are recorded; Census sentinels become NaN when asked."""
+    raw = table.frame[column]
+    text = raw.astype("string").str.strip()
+    if thousands:
+        text = text.str.replace(",", "", regex=False).str.replace("$", "", regex=False)
+    values = pd.to_numeric(text, errors="coerce")
+    bad = values.isna() & text.notna() & (text != "")
+    log.rows(table, bad.to_numpy(), column, lambda i: f"'{table.value(column, i)}' is not a number")
+    values = values.astype("float64")
+    if sentinels:
+        values = values.mask(values <= SENTINEL_MAX)
+    return values
+
+
+def check_range(
+    table: Table, values: pd.Series, column: str, log: ProblemLog, *,
+    low: float | None = None, high: float | None = None, what: str = "value",
+) -> None:
+    """Record values outside [low, high] (NaN passes)."""
+    v = values.to_numpy(dtype="float64")
+    with np.errstate(invalid="ignore"):
+        if low is not None:
+            log.rows(table, v < low, column, lambda i: f"{what} {v[i]:g} is below the minimum {low:g}")
+        if high is not None:
+            log.rows(table, v > high, column, lambda i: f"{what} {v[i]:g} is above the maximum {high:g}")
+
+
+_DATE_FORMATS = ("%Y-%m-%d", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S", "%m/%d/%Y", "%m/%d/%y", "%Y/%m/%d")
+
+
+def to_date(table: Table, column: str, log: ProblemLog, *, today: date | None = None) -> pd.Series:
+    """Parse a date column in the first format that fits every value; unparseable and future dates are recorded."""
+    text = table.frame[column].astype("string").str.strip()
+    present = text.notna() & (text != "")
+    best: pd.Series | None = None
+    for fmt in _DATE_FORMATS:
+        parsed = pd.to_datetime(text, format=fmt, errors="coerce")
+        if best is None or parsed[present].notna().sum() > best[present].notna().sum():
+            best = parsed
+        if parsed[present].notna().all():
+            break
+    assert best is not None
+    bad = (present & best.isna()).to_numpy()
+    log.rows(table, bad, column, lambda i: f"'{text.iloc[i]}' is not a date")
+    limit = pd.Timestamp(today or date.today())
+    future = (best > limit).fillna(False).to_numpy(dtype=bool)
+    log.rows(table, future, column, lambda i: f"date {best.iloc[i]:%Y-%m-%d} is in the future")
+    return best.astype("datetime64[ns]")
+
+
+def _show(value: object) -> str:
+    """A key value as a person would write it."""
+    if isinstance(value, pd.Timestamp):
+        return f"{value:%Y-%m-%d}"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def check_duplicates(table: Table, keys: pd.DataFrame, columns: str, log: ProblemLog) -> np.ndarray:
+    """Record rows whose key repeats an earlier row's; returns the mask of repeats."""
+    dup = keys.duplicated(keep="first").to_numpy()
+    first = {}
+    if dup.any():
+        firsts = keys[~keys.duplicated(keep="first")]
+        first = {tuple(r): i for i, r in zip(firsts.index, firsts.itertuples(index=False))}
+    labels = list(keys.columns)
+    log.rows(table, dup, columns, lambda i: (
+        f"duplicate key {', '.join(f'{k}={_show(v)}' for k, v in zip(labels, keys.iloc[i]))} "
+        f"(first at line {table.line(int(first.get(tuple(keys.iloc[i]), i)))})"))
+    return dup
+
+
+def keep_in_region(
+    table: Table, geoids: pd.Series, column: str, known: pd.Index, county_fips: tuple[str, ...],
+    ignore: tuple[str, ...], log: ProblemLog,
+) -> np.ndarray:
+    """Rows to keep: tracts of the region; an in-region GEOID missing from the boundaries is an error."""
+    g = geoids.astype("string")
+    in_counties = g.str[:5].isin(county_fips).fillna(False).to_numpy(dtype=bool)
+    is_known = g.isin(known).fillna(False).to_numpy(dtype=bool)
+    ignored = g.isin(ignore).fillna(False).to_numpy(dtype=bool)
+    unknown = in_counties & ~is_known & ~ignored
+    log.rows(table, unknown, column, lambda i: (
+        f"GEOID {g.iloc[i]} is not a tract in the boundaries file (list it in region.ignore_geoids "
+        "if it is a known water or special tract)"))
+    return in_counties & is_known

@@ -1,0 +1,192 @@
+"""Demographic vintages: the UDP tract database and raw Census/ACS tables.
+
+Output is long: one row per (tract, measure, vintage) with the vintage's
+release date, so features can take, per measure, the newest vintage published
+by the as-of date.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from risk.settings import DemographicsSource, RegionSettings, Vintage
+from risk.sources._tables import (
+    ProblemLog,
+    Table,
+    check_duplicates,
+    check_geoids,
+    check_range,
+    keep_in_region,
+    read_table,
+    to_number,
+)
+
+LONG_COLUMNS = ["geoid", "measure", "value", "vintage", "released"]
+
+SHARES = ("renter_share", "nonwhite_share", "college_share", "low_income_share", "poverty_rate", "rent_burden")
+COUNTS = ("population", "households", "housing_units", "renter_households")
+MEDIANS = ("median_rent", "median_home_value", "median_income")
+
+_UDP_COLUMNS = {
+    "population": "pop", "households": "hh", "housing_units": "hu", "renter_households": "rhu",
+    "renter_share": "per_rent", "nonwhite_share": "per_nonwhite", "college_share": "per_col",
+    "low_income_share": "per_all_li", "median_rent": "mrent", "median_home_value": "mhval",
+    "median_income": "hinc",
+}
+
+
+def empty_long() -> pd.DataFrame:
+    """An empty demographics table with the right columns."""
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
+        LONG_COLUMNS, ["string", "string", "float64", "string", "datetime64[ns]"])})
+
+
+def long_rows(geoids: pd.Series, measure: str, values: pd.Series, label: str, released: pd.Timestamp) -> pd.DataFrame:
+    """One measure of one vintage in long form (NaN values dropped)."""
+    frame = pd.DataFrame({"geoid": geoids.to_numpy(), "measure": measure, "value": values.to_numpy(dtype="float64"),
+                          "vintage": label, "released": released})
+    return frame[frame["value"].notna()]
+
+
+def check_measure(table: Table, values: pd.Series, measure: str, column: str, log: ProblemLog,
+                  shares_over_one: str = "error") -> pd.Series:
+    """Range rules by kind of measure; zero medians become NaN (Census uses 0 for 'not computed')."""
+    if measure in SHARES:
+        if shares_over_one == "drop" and (over := values > 1.0).any():
+            log.add(table.path, f"{int(over.sum())} shares above 1 set to missing (shares_over_one: drop)",
+                    column=column, severity="warning")
+            values = values.mask(over)
+        check_range(table, values, column, log, low=0.0, high=1.0, what="share")
+    elif measure in COUNTS:
+        check_range(table, values, column, log, low=0.0, what="count")
+    elif measure in MEDIANS:
+        check_range(table, values, column, log, low=0.0, what="median")
+        values = values.mask(values == 0)
+    return values
+
+
+def _geoids(table: Table, region: RegionSettings, known: pd.Index, log: ProblemLog) -> tuple[pd.Series, np.ndarray]:
+    column = "GEOID" if "GEOID" in table.frame.columns else "FIPS"
+    geoids = check_geoids(table, column, log)
+    keep = keep_in_region(table, geoids, column, known, region.county_fips, region.ignore_geoids, log)
+    dup = check_duplicates(table, pd.DataFrame({column: geoids}), column, log)
+    return geoids, keep & ~dup & geoids.notna().to_numpy()
+
+
+def _udp_vintage(table: Table, v: Vintage, geoids: pd.Series, keep: np.ndarray, log: ProblemLog) -> list[pd.DataFrame]:
+    parts = []
+    for measure, stem in _UDP_COLUMNS.items():
+        column = f"{stem}_{v.suffix}"
+        if column not in table.frame.columns or (measure in MEDIANS and not v.medians_reliable):
+            continue
+        values = to_number(table, column, log, sentinels=True)
+        values = check_measure(table, values, measure, column, log, v.shares_over_one)
+        parts.append(long_rows(geoids[keep], measure, values[keep], v.label, pd.Timestamp(v.released)))
+    if not parts:
+        log.add(table.path, f"no columns with suffix _{v.suffix} for vintage {v.label}", line=1)
+    return parts
+
+
+def load_udp_database(cfg: DemographicsSource, region: RegionSettings, known: pd.Index,
+                      encoding: str, log: ProblemLog) -> pd.DataFrame:
+    """The UDP/Census tract database: one wide row per tract, columns suffixed by vintage."""
+    assert cfg.path is not None
+    table = read_table(cfg.path, log, encoding=encoding, required=(), any_of=[("GEOID", "FIPS")],
+                       dtype={"GEOID": str, "FIPS": str})
+    if table is None:
+        return empty_long()
+    geoids, keep = _geoids(table, region, known, log)
+    parts = [p for v in cfg.vintages for p in _udp_vintage(table, v, geoids, keep, log)]
+    return pd.concat(parts, ignore_index=True) if parts else empty_long()
+
+
+def _sum(frame: pd.DataFrame, columns: list[str]) -> pd.Series | None:
+    present = [c for c in columns if c in frame.columns]
+    return frame[present].sum(axis=1, min_count=1) if present else None
+
+
+def _college(frame: pd.DataFrame, s: str) -> pd.Series | None:
+    """Share of adults 25+ with a bachelor's degree or more, from the three schemas UDP pulls."""
+    if f"total_25_col_gd_{s}" in frame.columns:  # 1990: education bins, no total column
+        bins = [c for c in frame.columns if re.fullmatch(rf"total_25_col_\w+_{s}", c)]
+        top = _sum(frame, [f"total_25_col_bd_{s}", f"total_25_col_gd_{s}"])
+        total = _sum(frame, bins)
+    else:
+        degrees = ["bd", "md", "pd", "psd", "phd"]
+        top = _sum(frame, [f"{sex}_25_col_{d}_{s}" for sex in ("total", "male", "female") for d in degrees])
+        total = frame.get(f"total_25_{s}")
+    if top is None or total is None:
+        return None
+    return (top / total.where(total > 0)).clip(upper=1.0)
+
+
+def _low_income_share(frame: pd.DataFrame, s: str, income: pd.Series) -> pd.Series | None:
+    """Households under 80% of the regional median (median of tract medians), interpolated within bins."""
+    bins = sorted(((int(m.group(1)), c) for c in frame.columns if (m := re.fullmatch(rf"I_(\d+)_{s}", c))))
+    if len(bins) < 3 or income.notna().sum() == 0:
+        return None
+    threshold = 0.8 * float(income.median())
+    counts = frame[[c for _, c in bins]].to_numpy(dtype="float64")
+    uppers = np.array([u for u, _ in bins], dtype="float64")
+    lowers = np.concatenate([[0.0], uppers[:-1]])
+    below = np.clip((threshold - lowers) / (uppers - lowers), 0.0, 1.0)
+    below[-1] = 0.0 if threshold <= lowers[-1] else below[-1]  # open top bin
+    total = counts.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = (counts * below).sum(axis=1) / np.where(total > 0, total, np.nan)
+    return pd.Series(share, index=frame.index)
+
+
+def _census_measures(table: Table, s: str, log: ProblemLog) -> dict[str, tuple[pd.Series, str]]:
+    """Measures of a raw table: {measure: (values, column named in problems)}."""
+    f = table.frame
+    num = {c: to_number(table, c, log, sentinels=True) for c in f.columns if c.endswith(f"_{s}")}
+    g = pd.DataFrame(num, index=f.index)
+    out: dict[str, tuple[pd.Series, str]] = {}
+    for measure, stem in (("population", "pop"), ("households", "hh"), ("renter_households", "rhu"),
+                          ("median_rent", "mrent"), ("median_home_value", "mhval"), ("median_income", "hinc")):
+        if f"{stem}_{s}" in g:
+            out[measure] = (g[f"{stem}_{s}"], f"{stem}_{s}")
+    if f"white_{s}" in g and f"pop_{s}" in g:
+        pop = g[f"pop_{s}"]
+        out["nonwhite_share"] = (1 - g[f"white_{s}"] / pop.where(pop > 0), f"white_{s}")
+    if f"ohu_{s}" in g and f"rhu_{s}" in g:
+        occupied = g[f"ohu_{s}"] + g[f"rhu_{s}"]
+        out["renter_share"] = (g[f"rhu_{s}"] / occupied.where(occupied > 0), f"rhu_{s}")
+        out["housing_units"] = (g[f"hu_{s}"], f"hu_{s}") if f"hu_{s}" in g else (occupied, f"ohu_{s}")
+    if (college := _college(g, s)) is not None:
+        out["college_share"] = (college, f"total_25_{s}")
+    if "median_income" in out and (li := _low_income_share(g, s, out["median_income"][0])) is not None:
+        out["low_income_share"] = (li, f"I_*_{s}")
+    return out
+
+
+def load_census_tables(cfg: DemographicsSource, region: RegionSettings, known: pd.Index,
+                       encoding: str, log: ProblemLog) -> pd.DataFrame:
+    """Raw Census/ACS tables (UDP download format: suffixed variables and a FIPS column)."""
+    parts = []
+    for spec in cfg.tables:
+        table = read_table(spec.path, log, encoding=encoding, required=(), any_of=[("GEOID", "FIPS")],
+                           dtype={"GEOID": str, "FIPS": str})
+        if table is None:
+            continue
+        geoids, keep = _geoids(table, region, known, log)
+        measures = _census_measures(table, spec.vintage.suffix, log)
+        if not measures:
+            log.add(spec.path, f"no Census variables with suffix _{spec.vintage.suffix}", line=1)
+        for measure, (values, column) in measures.items():
+            values = check_measure(table, values, measure, column, log, spec.vintage.shares_over_one)
+            parts.append(long_rows(geoids[keep], measure, values[keep], spec.vintage.label,
+                                   pd.Timestamp(spec.vintage.released)))
+    return pd.concat(parts, ignore_index=True) if parts else empty_long()
+
+
+def load_demographics(cfg: DemographicsSource, region: RegionSettings, known: pd.Index,
+                      encoding: str, log: ProblemLog) -> pd.DataFrame:
+    """Demographic vintages in long form, from the configured format."""
+    if cfg.format == "udp_database":
+        return load_udp_database(cfg, region, known, encoding, log)
+    return load_census_tables(cfg, region, known, encoding, log)

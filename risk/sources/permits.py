@@ -1,0 +1,187 @@
+"""Socrata building-permit exports, classified and geocoded to tracts.
+
+Two City of Seattle schemas are understood: the legacy "Building Permits"
+export (``Application/Permit Number``, ``Action Type``, ``Value``...) and the
+SDCI dataset ``76t5-zqzr`` (``PermitNum``, ``PermitTypeDesc``,
+``HousingUnitsAdded``, ``EstProjectCost``...). Each file also says which
+measures it can report: a legacy file knows nothing of housing units, so
+unit features stay NaN for the years only it covers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from risk.settings import PermitFile, PermitsSource
+from risk.sources._tables import (
+    ProblemLog,
+    Table,
+    check_duplicates,
+    check_range,
+    display_path,
+    normalise_geoids,
+    read_table,
+    to_date,
+    to_number,
+)
+
+PERMIT_COLUMNS = ["permit_id", "geoid", "issued", "kind", "units_added", "units_removed", "value", "file"]
+KINDS = ("new", "demolition", "addition_alteration", "other")
+
+
+@dataclass(frozen=True)
+class _Schema:
+    name: str
+    id: str
+    issued: str
+    value: str
+    units_added: str | None
+    units_removed: str | None
+    latitude: str = "Latitude"
+    longitude: str = "Longitude"
+
+
+_LEGACY = _Schema("seattle_legacy", "Application/Permit Number", "Issue Date", "Value", None, None)
+_SDCI = _Schema("seattle_sdci", "PermitNum", "IssuedDate", "EstProjectCost", "HousingUnitsAdded", "HousingUnitsRemoved")
+_SCHEMAS = {s.name: s for s in (_LEGACY, _SDCI)}
+
+
+@dataclass(frozen=True)
+class PermitFileInfo:
+    """What one file can tell: its measures (units need a units column)."""
+
+    file: str
+    schema: str
+    reports_units: bool
+
+
+def _detect(spec: PermitFile, table_columns: list[str]) -> _Schema | None:
+    if spec.schema_ != "auto":
+        return _SCHEMAS[spec.schema_]
+    for schema in (_SDCI, _LEGACY):
+        if schema.id in table_columns:
+            return schema
+    return None
+
+
+def _kind(frame: pd.DataFrame, schema: _Schema) -> pd.Series:
+    if schema is _LEGACY:
+        action = frame.get("Action Type", pd.Series("", index=frame.index)).astype("string").str.upper().str.strip()
+        ptype = frame.get("Permit Type", pd.Series("", index=frame.index)).astype("string").str.upper().str.strip()
+        conditions = [ptype.eq("DEMOLITION") | action.eq("DEMOLITION"), action.eq("NEW"), action.isin(["ADD/ALT", "ALTER"])]
+    else:
+        desc = frame.get("PermitTypeDesc", pd.Series("", index=frame.index)).astype("string").str.lower().str.strip()
+        conditions = [desc.eq("demolition"), desc.eq("new"), desc.eq("addition/alteration")]
+    kind = np.select([c.fillna(False).to_numpy(dtype=bool) for c in conditions],
+                     ["demolition", "new", "addition_alteration"], "other")
+    return pd.Series(kind, index=frame.index, dtype="string")
+
+
+def _coordinates(table: Table, schema: _Schema, log: ProblemLog) -> tuple[pd.Series, pd.Series]:
+    lat = to_number(table, schema.latitude, log)
+    lon = to_number(table, schema.longitude, log)
+    check_range(table, lat, schema.latitude, log, low=-90, high=90, what="latitude")
+    check_range(table, lon, schema.longitude, log, low=-180, high=180, what="longitude")
+    missing = int((lat.isna() | lon.isna()).sum())
+    if missing:
+        log.add(table.path, f"{missing} permits have no coordinates and cannot be placed in a tract",
+                column=schema.latitude, severity="warning")
+    return lat, lon
+
+
+def _load_file(spec: PermitFile, encoding: str, log: ProblemLog,
+               today: date | None) -> tuple[pd.DataFrame, PermitFileInfo] | None:
+    probe = read_table(spec.path, log, encoding=encoding, required=())
+    if probe is None:
+        return None
+    schema = _detect(spec, list(probe.frame.columns))
+    if schema is None:
+        log.add(spec.path, f"unknown permit schema: expected a '{_SDCI.id}' or '{_LEGACY.id}' column "
+                "(set the file's `schema` in config.yaml)", line=1)
+        return None
+    required = [c for c in (schema.id, schema.issued, schema.value, schema.units_added, schema.units_removed,
+                            schema.latitude, schema.longitude) if c]
+    missing = [c for c in required if c not in probe.frame.columns]
+    for c in missing:
+        log.add(spec.path, f"required column for the {schema.name} schema is missing", line=1, column=c)
+    if missing:
+        return None
+    table, f = probe, probe.frame
+    issued = to_date(table, schema.issued, log, today=today)
+    value = to_number(table, schema.value, log, thousands=True)
+    check_range(table, value, schema.value, log, low=0.0, what="value")
+    units = {}
+    for key, column in (("units_added", schema.units_added), ("units_removed", schema.units_removed)):
+        units[key] = to_number(table, column, log) if column else pd.Series(np.nan, index=f.index)
+        if column:
+            check_range(table, units[key], column, log, low=0.0, what="housing units")
+    ids = f[schema.id].astype("string").str.strip()
+    log.rows(table, ids.isna().to_numpy(), schema.id, lambda i: "permit number is empty")
+    dup = check_duplicates(table, pd.DataFrame({schema.id: ids}), schema.id, log)
+    lat, lon = _coordinates(table, schema, log)
+    frame = pd.DataFrame({
+        "permit_id": ids, "issued": issued, "kind": _kind(f, schema),
+        "units_added": units["units_added"], "units_removed": units["units_removed"], "value": value,
+        "lat": lat, "lon": lon, "file": str(spec.path),
+    })
+    frame = frame[~dup & ids.notna().to_numpy() & issued.notna().to_numpy()
+                  & frame["lat"].between(-90, 90).to_numpy() & frame["lon"].between(-180, 180).to_numpy()]
+    return frame, PermitFileInfo(str(spec.path), schema.name, schema.units_added is not None)
+
+
+def geocode(frame: pd.DataFrame, tracts: gpd.GeoDataFrame) -> pd.Series:
+    """Tract GEOID of each point (point in polygon), NaN outside every tract."""
+    points = gpd.GeoDataFrame(geometry=gpd.points_from_xy(frame["lon"], frame["lat"]), index=frame.index,
+                              crs="EPSG:4326")
+    joined = gpd.sjoin(points, tracts[["geometry"]].reset_index(), how="left", predicate="within")
+    joined = joined[~joined.index.duplicated(keep="first")]
+    return joined["geoid"].reindex(frame.index).astype("string")
+
+
+@dataclass(frozen=True)
+class Permits:
+    """Geocoded permits, what each file reports, and the jurisdiction's tracts if configured."""
+
+    records: pd.DataFrame
+    files: tuple[PermitFileInfo, ...]
+    coverage: frozenset[str] | None
+
+
+def _coverage(cfg: PermitsSource, tracts: gpd.GeoDataFrame, encoding: str, log: ProblemLog) -> frozenset[str] | None:
+    if cfg.coverage_tracts is None:
+        return None
+    table = read_table(cfg.coverage_tracts, log, encoding=encoding, required=("GEOID",), dtype={"GEOID": str})
+    if table is None:
+        return None
+    geoids, bad = normalise_geoids(table.frame["GEOID"])
+    log.rows(table, bad, "GEOID", lambda i: f"'{table.value('GEOID', i)}' is not an 11-digit tract GEOID")
+    unknown = geoids.notna() & ~geoids.isin(tracts.index)
+    log.rows(table, unknown.to_numpy(), "GEOID", lambda i: f"GEOID {geoids.iloc[i]} is not in the boundaries")
+    return frozenset(geoids.dropna())
+
+
+def load_permits(cfg: PermitsSource, tracts: gpd.GeoDataFrame, encoding: str, log: ProblemLog,
+                 today: date | None = None) -> Permits | None:
+    """Every configured export, classified and geocoded; points outside the region are dropped."""
+    parts, infos = [], []
+    for spec in cfg.files:
+        loaded = _load_file(spec, encoding, log, today)
+        if loaded is not None:
+            parts.append(loaded[0])
+            infos.append(loaded[1])
+    coverage = _coverage(cfg, tracts, encoding, log)
+    if not parts:
+        return None
+    frame = pd.concat(parts, ignore_index=True)
+    frame["geoid"] = geocode(frame, tracts)
+    outside = int(frame["geoid"].isna().sum() - (frame["lat"].isna() | frame["lon"].isna()).sum())
+    if outside > 0:
+        log.add(", ".join(display_path(i.file) for i in infos), f"{outside} permits lie outside every tract of the region "
+                "and are dropped", severity="warning")
+    frame = frame[frame["geoid"].notna()]
+    return Permits(records=frame[PERMIT_COLUMNS].reset_index(drop=True), files=tuple(infos), coverage=coverage)

@@ -1,0 +1,54 @@
+"""Shared fixtures: a small real-format world, the bundled sample and the full shared data."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from world import World, make_world  # noqa: E402
+
+from risk.settings import Settings, load_settings  # noqa: E402
+from risk.sources import Sources, load_sources  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "seattle"
+SHARED_CONFIG = ROOT / "examples" / "king-county-shared.yaml"
+BUNDLED_CONFIG = ROOT / "config.yaml"
+
+needs_shared = pytest.mark.skipif(not SHARED.exists(), reason="../shared/data is not beside the checkout")
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    """A fresh, valid world in a temporary folder (files may be changed by the test)."""
+    return make_world(tmp_path / "world")
+
+
+@pytest.fixture(scope="session")
+def world_sources(tmp_path_factory: pytest.TempPathFactory) -> Sources:
+    """Loaded sources of an untouched world, shared by read-only tests."""
+    w = make_world(tmp_path_factory.mktemp("world-ro"))
+    return load_sources(load_settings(w.config))
+
+
+@pytest.fixture(scope="session")
+def bundled_settings() -> Settings:
+    """The default config.yaml on the bundled sample."""
+    return load_settings(BUNDLED_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def bundled_sources(bundled_settings: Settings) -> Sources:
+    """The bundled King County sample, loaded once."""
+    return load_sources(bundled_settings)
+
+
+@pytest.fixture(scope="session")
+def shared_sources() -> Sources:
+    """The full King County files in ../shared/data, Zillow included."""
+    assert SHARED.exists(), "tests using shared_sources must be marked needs_shared"
+    return load_sources(load_settings(SHARED_CONFIG))
