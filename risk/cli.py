@@ -180,3 +180,67 @@ def run(ctx: click.Context, as_of: date | None, as_json: bool) -> None:
         out.print(f"[yellow]note[/] {note}", highlight=False)
     out.print(f"[bold]not built yet[/]: {', '.join(result.stages_not_built)} "
               "(this run validated the data and built features only)")
+
+
+def _outcome_option(fn: F) -> F:
+    return click.option("--outcome", default=None,
+                        type=click.Choice(["eviction_surge", "low_income_loss", "typology_transition"]),
+                        help="Outcome (default: model.outcome in the config).")(fn)
+
+
+@main.command()
+@_outcome_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+@handles_errors
+def labels(ctx: click.Context, outcome: str | None, as_json: bool) -> None:
+    """Positives and negatives per origin, and the null check (simulated no-change worlds)."""
+    from risk.labels import label_summary, null_check, outcome_for
+    from risk.sources import load_sources
+
+    settings = _settings(ctx)
+    name = outcome or settings.model.outcome
+    with err.status("loading sources and simulating no-change worlds"):
+        sources = load_sources(settings)
+        rows = label_summary(outcome_for(name, settings), sources, settings.model.null_simulations,
+                             settings.model.seed)
+    observed, null, ok = null_check(rows)
+    if as_json:
+        click.echo(json.dumps({"outcome": name, "origins": [
+            {"origin": r.origin.year, "as_of": r.origin.as_of.isoformat(), "closes": r.origin.closes.isoformat(),
+             "positives": r.positives, "negatives": r.negatives, "null_rate": r.null_rate} for r in rows],
+            "observed_rate": observed, "null_rate": null, "null_check_passes": ok}, indent=2))
+        return
+    table = Table("origin", "features as of", "outcome known", "positives", "negatives", "rate", "null rate",
+                  title=name)
+    for r in rows:
+        table.add_row(str(r.origin.year), str(r.origin.as_of), str(r.origin.closes), str(r.positives),
+                      str(r.negatives), f"{r.rate:.3f}", f"{r.null_rate:.4f}")
+    out.print(table)
+    verdict = "[green]passes[/]" if ok else "[red]fails[/]"
+    out.print(f"null check: simulated no-change rate {null:.4f} against observed {observed:.4f} "
+              f"(must be at most a quarter): {verdict}")
+
+
+@main.command()
+@_outcome_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+@handles_errors
+def backtest(ctx: click.Context, outcome: str | None, as_json: bool) -> None:
+    """Rolling-origin backtest of LightGBM against the baselines; writes a report with plots."""
+    from risk.backtest import run_backtest
+    from risk.report import write_report
+    from risk.sources import load_sources
+
+    settings = _settings(ctx)
+    with err.status("loading sources") as status:
+        sources = load_sources(settings)
+        result = run_backtest(settings, sources, outcome, progress=lambda m: status.update(m))
+        status.update("writing the report")
+        folder = write_report(result, settings.paths.reports)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        out.print((folder / "report.md").read_text(encoding="utf-8"), markup=False, highlight=False)
+    err.print(f"report: {folder / 'report.html'}", highlight=False)

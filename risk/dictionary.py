@@ -74,6 +74,11 @@ _EVICTIONS = [
        "up", "Three-year filing rate minus the three years before it.", lag=True),
     _f("eviction_filing_rate_vs_county", "Eviction filings against the county", "ratio", "evictions", "up",
        "Latest-year filing rate divided by the county's."),
+    _f("eviction_filing_rate_longrun", "Eviction filings, long-run average", "per 100 renter households",
+       "evictions", "up", "Yearly filings averaged over every published year per 100 renter households."),
+    _f("eviction_filing_rate_36m_vs_longrun", "Recent eviction filings against the long-run average",
+       "per 100 renter households", "evictions", "mixed",
+       "Three-year filing rate minus the long-run average: rates far below their usual level tend to come back."),
     _f("eviction_judgment_rate_36m", "Eviction judgments over three years", "per 100 renter households",
        "evictions", "up", "Judgments (evictions) in the three newest years per 100 renter households per year."),
 ]

@@ -21,6 +21,8 @@ from risk.spatial import neighbours, spatial_lag
 
 DAYS_PER_YEAR = 365.25
 MIN_RELEASE_GAP = pd.Timedelta(days=730)
+LONGRUN_YEARS = 5
+"""A long-run eviction average needs at least this many published years."""
 
 
 def _rows(demo: pd.DataFrame, measure: str) -> pd.DataFrame:
@@ -127,6 +129,10 @@ def _eviction_features(view: Sources, index: pd.Index, as_of: pd.Timestamp) -> p
     both = f12.notna() & renters.notna()
     county = 100 * f12[both].sum() / renters[both].sum() if both.any() else np.nan
     out["eviction_filing_rate_vs_county"] = out["eviction_filing_rate_12m"] / county if county else np.nan
+    years = by_year["filings"]
+    longrun = years.mean(axis=1).where(years.notna().sum(axis=1) >= LONGRUN_YEARS)
+    out["eviction_filing_rate_longrun"] = 100 * longrun / renters
+    out["eviction_filing_rate_36m_vs_longrun"] = out["eviction_filing_rate_36m"] - out["eviction_filing_rate_longrun"]
     out["eviction_judgment_rate_36m"] = 100 * window("judgments", latest, 3) / renters
     out["cov_evictions"] = out["eviction_filing_rate_12m"].notna()
     return out

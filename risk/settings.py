@@ -268,6 +268,67 @@ class FeatureSettings(_Section):
     )
 
 
+class EvictionSurgeSettings(_Section):
+    """`eviction_surge`: a statistically supported rise of a tract's eviction filings against the county."""
+
+    horizon_years: int = Field(2, ge=1, le=3, description="Outcome window (t, t+h] in years after the origin year t.")
+    baseline_years: int = Field(6, ge=1, le=6, description="Years up to and including t that form the baseline "
+                                "rate; a long baseline keeps one unusually quiet spell from passing for a surge.")
+    alpha: float = Field(0.01, gt=0, lt=0.5, description="One-sided significance level of the rise (exact conditional "
+                         "test of two Poisson rates against the county trend).")
+    min_rise: float = Field(0.25, ge=0, description="The rate must also rise this much more than the county's (0.25 = 25%).")
+    min_filings: int = Field(10, ge=0, description="Tracts with fewer filings in baseline and window together are not labelled.")
+    min_renter_households: int = Field(200, ge=0, description="Tracts with fewer renter households at t are not labelled.")
+    first_origin: int = Field(2005, description="First origin year: the 3-year filing change needs six years of counts.")
+    min_train_origins: int = Field(3, ge=1, description="A test origin needs this many closed training origins "
+                                   "(fit, early stopping, calibration).")
+
+
+class LowIncomeLossSettings(_Section):
+    """`low_income_loss`: low-income households fell by more than the regional trend and the sampling noise."""
+
+    min_loss: float = Field(0.10, gt=0, lt=1, description="Minimum relative loss beyond the regional trend (0.10 = 10%).")
+    z: float = Field(1.96, gt=0, description="Log-change must also exceed z standard errors of the two survey estimates.")
+    min_households: int = Field(50, ge=0, description="Tracts with fewer low-income households at t are not labelled.")
+    design_effect: float = Field(1.5, ge=1, description="Survey design effect applied to the sampling variance.")
+    min_train_origins: int = Field(1, ge=1, description="Closed training origins a test origin needs (the "
+                                   "vintages give only 1990->2000 before 2000->2018).")
+    sample_fractions: dict[str, float] = Field(
+        {"90": 1 / 6, "00": 1 / 6, "12": 0.08, "18": 0.08},
+        description="Share of households sampled per vintage suffix (decennial long form about 1 in 6; ACS 5-year "
+        "about 1 in 12); gives the standard errors the database lacks.",
+    )
+
+
+class TierSettings(_Section):
+    """Tiers by percentile rank of the probability among all tracts of a run."""
+
+    high: float = Field(0.95, gt=0, lt=1, description="Percentile rank at or above which a tract is `high`.")
+    elevated: float = Field(0.85, gt=0, lt=1, description="... `elevated`.")
+    watch: float = Field(0.70, gt=0, lt=1, description="... `watch`; below it `low`.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TierSettings:
+        if not self.watch < self.elevated < self.high:
+            raise ValueError("need watch < elevated < high")
+        return self
+
+
+class ModelSettings(_Section):
+    """Outcome, training, backtest and promotion."""
+
+    outcome: Literal["eviction_surge", "low_income_loss", "typology_transition"] = Field(
+        "eviction_surge", description="The outcome the production model predicts.")
+    eviction_surge: EvictionSurgeSettings = EvictionSurgeSettings()
+    low_income_loss: LowIncomeLossSettings = LowIncomeLossSettings()
+    seed: int = Field(20240601, description="Seed of every random step: same data and config, same model file.")
+    null_simulations: int = Field(20, ge=5, description="Simulated no-change worlds per origin for the null check.")
+    bootstrap: int = Field(500, ge=50, description="Tract-cluster bootstrap resamples for 95% intervals.")
+    promotion_tolerance: float = Field(0.02, ge=0, description="A challenger replaces the champion unless its "
+                                       "backtest PR-AUC is worse by more than this.")
+    tiers: TierSettings = TierSettings()
+
+
 class Settings(_Section):
     """The whole configuration."""
 
@@ -275,6 +336,7 @@ class Settings(_Section):
     paths: PathsSettings = PathsSettings()
     sources: SourcesSettings
     features: FeatureSettings = FeatureSettings()
+    model: ModelSettings = ModelSettings()
     config_path: Path = Field(Path("config.yaml"), description="Where this configuration was read from.")
 
     @property

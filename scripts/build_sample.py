@@ -22,7 +22,11 @@ KING = "53033"
 
 # Census values only: counts, medians and the shares UDP computed from them, per vintage.
 _UDP_STEMS = ("pop", "white", "hh", "hu", "ohu", "rhu", "mrent", "mhval", "hinc", "per_rent", "per_nonwhite",
-              "per_col", "per_all_li", "all_li_count", "inc80", "total_25", "mrent_12_se", "mhval_12_se")
+              "per_col", "per_all_li", "all_li_count", "inc80", "inc120", "total_25", "real_mrent", "real_mhval",
+              "real_hinc", "per_limove", "mov_tot_w_income")
+# UDP's housing-affordability code (from Census rent and value distributions); the Zillow-derived
+# per_ch_zillow_12_18 is deliberately left out
+_UDP_EXTRA = ("lmh_flag_encoded",)
 _LEGACY_COLUMNS = ["Application/Permit Number", "Permit Type", "Address", "Category", "Action Type", "Work Type",
                    "Value", "Application Date", "Issue Date", "Final Date", "Status", "Latitude", "Longitude"]
 _SDCI_COLUMNS = ["PermitNum", "PermitClass", "PermitClassMapped", "PermitTypeMapped", "PermitTypeDesc",
@@ -45,7 +49,7 @@ def main() -> None:
     db = pd.read_csv(src / "census_udp_database_1990_2018.csv", dtype={"GEOID": str, "FIPS": str}, low_memory=False)
     db = db[db["GEOID"].str.zfill(11).str.startswith(KING)]
     pattern = re.compile(rf"^({'|'.join(_UDP_STEMS)})_(90|00|12|18)(_se)?$")
-    keep = ["GEOID"] + [c for c in db.columns if pattern.match(c)]
+    keep = ["GEOID"] + [c for c in db.columns if pattern.match(c)] + list(_UDP_EXTRA)
     _write_gz(db[keep], "census_udp_king.csv.gz")
 
     ev = pd.read_csv(src / "evictions_evictionlab_king_tracts_2000_2016.csv", dtype={"GEOID": str})

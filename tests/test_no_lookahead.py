@@ -22,7 +22,7 @@ from risk.features import build_features
 from risk.sources import Sources
 
 DATED = {"demographics": "released", "evictions": "available", "rent": "available", "permits": "issued"}
-VALUES = {"demographics": ["value"], "evictions": ["filings", "judgments"], "rent": ["zhvi", "zri"],
+VALUES = {"demographics": ["value"], "evictions": ["filings", "judgments", "renters"], "rent": ["zhvi", "zri"],
           "permits": ["units_added", "units_removed", "value"]}
 
 

@@ -27,13 +27,13 @@ from risk.sources._tables import (
 LONG_COLUMNS = ["geoid", "measure", "value", "vintage", "released"]
 
 SHARES = ("renter_share", "nonwhite_share", "college_share", "low_income_share", "poverty_rate", "rent_burden")
-COUNTS = ("population", "households", "housing_units", "renter_households")
+COUNTS = ("population", "households", "housing_units", "renter_households", "low_income_households")
 MEDIANS = ("median_rent", "median_home_value", "median_income")
 
 _UDP_COLUMNS = {
     "population": "pop", "households": "hh", "housing_units": "hu", "renter_households": "rhu",
     "renter_share": "per_rent", "nonwhite_share": "per_nonwhite", "college_share": "per_col",
-    "low_income_share": "per_all_li", "median_rent": "mrent", "median_home_value": "mhval",
+    "low_income_share": "per_all_li", "low_income_households": "all_li_count", "median_rent": "mrent", "median_home_value": "mhval",
     "median_income": "hinc",
 }
 
@@ -161,6 +161,8 @@ def _census_measures(table: Table, s: str, log: ProblemLog) -> dict[str, tuple[p
         out["college_share"] = (college, f"total_25_{s}")
     if "median_income" in out and (li := _low_income_share(g, s, out["median_income"][0])) is not None:
         out["low_income_share"] = (li, f"I_*_{s}")
+        if "households" in out:
+            out["low_income_households"] = (li * out["households"][0], f"I_*_{s}")
     return out
 
 

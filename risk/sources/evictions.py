@@ -39,7 +39,9 @@ _DEMOGRAPHIC_COLUMNS = {
     "median-property-value": ("median_home_value", 1.0),
 }
 
-EVICTION_COLUMNS = ["geoid", "year", "filings", "judgments", "available"]
+EVICTION_COLUMNS = ["geoid", "year", "filings", "judgments", "renters", "available"]
+"""``renters`` is Eviction Lab's yearly (interpolated) count: exposure for outcome labels only,
+never a feature denominator (it leans on the next census)."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ def load_evictions(cfg: EvictionsSource, region: RegionSettings, known: pd.Index
     year_end = pd.to_datetime(y.astype(str) + "-12-31")
     counts = pd.DataFrame({
         "geoid": geoids[keep].to_numpy(), "year": y.to_numpy(), "filings": filings[keep].to_numpy(),
-        "judgments": judgments[keep].to_numpy(),
+        "judgments": judgments[keep].to_numpy(), "renters": renters[keep].to_numpy(),
         "available": (year_end + pd.Timedelta(days=cfg.available_after_days)).to_numpy(),
     })
     demo = _demographics(cfg, table, geoids, y, keep, renters, log)

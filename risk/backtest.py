@@ -1,0 +1,200 @@
+"""Rolling-origin backtest: LightGBM against the baselines, never a random split.
+
+For each test origin t, every model is trained only on origins whose outcome
+window had closed by t's as-of date, then scores the tracts labelled at t.
+Metrics are pooled over the test origins, with tract-cluster bootstrap
+intervals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from risk.baselines import BASELINES, RANK_BASELINES, calibrate_rank, fit_logistic, predict_logistic, rank_functions
+from risk.dictionary import feature_names
+from risk.errors import RiskError
+from risk.features import build_features
+from risk.labels import Origin, Outcome, label_summary, null_check, outcome_for
+from risk.metrics import bootstrap, calibration_table, lead_times, model_metrics, per_origin
+from risk.model import TrainingRows, train
+from risk.settings import Settings
+from risk.sources import Sources
+
+log = logging.getLogger(__name__)
+MODELS = ("lightgbm", *BASELINES)
+Progress = Callable[[str], None]
+
+
+class BacktestError(RiskError):
+    """The outcome has too few origins for a temporal backtest."""
+
+    exit_code = 3
+
+
+@dataclass
+class OriginData:
+    """Features and labels of one origin."""
+
+    origin: Origin
+    X: pd.DataFrame
+    labels: pd.DataFrame
+
+
+def build_panel(outcome: Outcome, sources: Sources, settings: Settings, progress: Progress | None = None
+                ) -> list[OriginData]:
+    """Features at each origin's as-of date for the tracts the outcome labels there."""
+    names = feature_names(settings.features.spatial_lags)
+    panel = []
+    for origin in outcome.origins(sources):
+        if progress:
+            progress(f"features and labels for origin {origin.year}")
+        labels = outcome.label(sources, origin)
+        X = build_features(sources, origin.as_of, settings.features)[names]
+        panel.append(OriginData(origin, X.loc[labels.index], labels))
+    return panel
+
+
+def closed_before(panel: list[OriginData], test: Origin) -> list[OriginData]:
+    """Training origins: outcome window closed on or before the test origin's as-of date."""
+    return [d for d in panel if d.origin.closes <= test.as_of]
+
+
+@dataclass
+class Backtest:
+    """Everything a backtest measured."""
+
+    outcome: str
+    description: str
+    test_origins: list[int]
+    preds: pd.DataFrame
+    metrics: dict[str, dict[str, float]]
+    pr_auc_ci: dict[str, tuple[float, float]]
+    best_baseline: str
+    ratio: float
+    ratio_ci: tuple[float, float]
+    null_rate: float
+    observed_rate: float
+    null_ok: bool
+    unsupported: dict[str, str]
+    presence: pd.Series
+    lead: dict[str, float]
+    calibration: dict[str, pd.DataFrame] = field(default_factory=dict)
+    by_origin: dict[str, pd.DataFrame] = field(default_factory=dict)
+    schemes: dict[int, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        """The contract of `risk backtest --json`."""
+        def m(name: str) -> dict[str, object] | None:
+            if name in self.unsupported:
+                return None
+            x = self.metrics[name]
+            return {"pr_auc": x["pr_auc"], "roc_auc": x["roc_auc"], "precision_at_10pct": x["precision_at_10pct"],
+                    "recall_at_10pct": x["recall_at_10pct"], "brier": x.get("brier"),
+                    "pr_auc_ci95": list(self.pr_auc_ci.get(name, (float("nan"),) * 2))}
+
+        return {"outcome": self.outcome, "origins": self.test_origins,
+                "n_tracts": int(self.preds["geoid"].nunique()), "n_positive": int(self.preds["y"].sum()),
+                "null_positive_rate": self.null_rate, "models": {k: m(k) for k in MODELS},
+                "lightgbm_vs_best_baseline": {"baseline": self.best_baseline, "ratio": self.ratio,
+                                              "ci95": list(self.ratio_ci)}}
+
+
+def _rank_scores(fn, sources: Sources, data: OriginData) -> pd.Series | None:
+    score = fn(sources, data.origin)
+    if score is None:
+        return None
+    return score.reindex(data.labels.index).astype("float64")
+
+
+def _predict_origin(test: OriginData, train_set: list[OriginData], sources: Sources, settings: Settings,
+                    ranks: dict, features: list[str]) -> tuple[pd.DataFrame, str]:
+    rows = [TrainingRows(d.origin.year, d.X, d.labels["y"]) for d in train_set]
+    model = train(rows, features, settings.model.seed)
+    out = pd.DataFrame({"origin": test.origin.year, "geoid": test.labels.index, "y": test.labels["y"].to_numpy()})
+    out["lightgbm"] = model.predict(test.X)
+    X_train = pd.concat([d.X for d in train_set])
+    y_train = np.concatenate([d.labels["y"].to_numpy() for d in train_set])
+    out["logistic"] = predict_logistic(fit_logistic(X_train, y_train, settings.model.seed), test.X)
+    for name, fn in ranks.items():
+        score = _rank_scores(fn, sources, test)
+        train_scores = [_rank_scores(fn, sources, d) for d in train_set]
+        if score is None or score.isna().all() or any(s is None for s in train_scores):
+            out[name] = np.nan
+            continue
+        # a tract the baseline cannot score is ranked in the middle, so every model sees the same tracts
+        score = score.fillna(score.median())
+        calibrator = calibrate_rank(pd.concat(train_scores), pd.Series(y_train, index=pd.concat(train_scores).index))
+        out[name] = calibrator(score.to_numpy()) if calibrator else np.nan
+        out[f"{name}_score"] = score.to_numpy()
+    return out, model.scheme
+
+
+def run_backtest(settings: Settings, sources: Sources, outcome_name: str | None = None,
+                 progress: Progress | None = None) -> Backtest:
+    """Rolling-origin backtest of one outcome."""
+    name = outcome_name or settings.model.outcome
+    outcome = outcome_for(name, settings)
+    features = feature_names(settings.features.spatial_lags)
+    panel = build_panel(outcome, sources, settings, progress)
+    minimum = getattr(getattr(settings.model, name, None), "min_train_origins", 1)
+    tests = [d for d in panel if len(closed_before(panel, d.origin)) >= minimum]
+    if not tests:
+        raise BacktestError(f"{name}: no origin has {minimum} closed training origin(s) before it "
+                            f"(origins: {[d.origin.year for d in panel]})")
+    ranks = rank_functions(outcome, settings)
+    parts, schemes = [], {}
+    for test in tests:
+        if progress:
+            progress(f"training and scoring origin {test.origin.year}")
+        part, schemes[test.origin.year] = _predict_origin(test, closed_before(panel, test.origin), sources,
+                                                          settings, ranks, features)
+        parts.append(part)
+    preds = pd.concat(parts, ignore_index=True)
+    for name_ in RANK_BASELINES:
+        if name_ not in preds:
+            preds[name_] = np.nan
+    return _summarise(outcome, name, settings, sources, panel, tests, preds, schemes, features)
+
+
+def _summarise(outcome: Outcome, name: str, settings: Settings, sources: Sources, panel: list[OriginData],
+               tests: list[OriginData], preds: pd.DataFrame, schemes: dict[int, str], features: list[str]) -> Backtest:
+    unsupported = {m: _why_unsupported(m, outcome) for m in BASELINES if preds[m].isna().all()}
+    metrics = {m: model_metrics(preds, m) for m in MODELS if m not in unsupported}
+    baselines = [m for m in BASELINES if m not in unsupported and metrics.get(m)]
+    best = max(baselines, key=lambda m: metrics[m]["pr_auc"])
+    usable = [m for m in MODELS if m not in unsupported]
+    cis, ratio_ci = bootstrap(preds, usable, settings.model.bootstrap, settings.model.seed, "lightgbm", best)
+    counts = label_summary_for(outcome, sources, [t.origin for t in tests], settings)
+    observed, null, ok = null_check(counts)
+    train_rows = pd.concat([d.X for d in panel if d.origin.closes <= tests[-1].origin.as_of])
+    presence = train_rows[features].notna().mean()
+    return Backtest(
+        outcome=name, description=outcome.description, test_origins=[t.origin.year for t in tests], preds=preds,
+        metrics=metrics, pr_auc_ci=cis, best_baseline=best,
+        ratio=metrics["lightgbm"]["pr_auc"] / metrics[best]["pr_auc"], ratio_ci=ratio_ci,
+        null_rate=null, observed_rate=observed, null_ok=ok, unsupported=unsupported, presence=presence,
+        lead=lead_times(preds, "lightgbm"),
+        calibration={m: calibration_table(preds, m) for m in ("lightgbm", "logistic") if m in metrics},
+        by_origin={m: per_origin(preds, m) for m in usable}, schemes=schemes)
+
+
+def label_summary_for(outcome: Outcome, sources: Sources, origins: list[Origin], settings: Settings):
+    """Null-check counts restricted to the test origins."""
+    wanted = {o.year for o in origins}
+    return [r for r in label_summary(outcome, sources, settings.model.null_simulations, settings.model.seed)
+            if r.origin.year in wanted]
+
+
+def _why_unsupported(model: str, outcome: Outcome) -> str:
+    reasons = {
+        "persistence": f"{outcome.name} has no earlier value of its own measure at the test origins",
+        "mean_reversion": f"{outcome.name} has no long-run history of its measure at the test origins",
+        "udp_typology": "the typology cannot be computed from the configured demographic vintages",
+        "logistic": "no usable feature",
+    }
+    return reasons.get(model, "not available")

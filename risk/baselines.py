@@ -1,0 +1,65 @@
+"""Baselines the model must beat, scored on exactly the same tracts and origins.
+
+- ``mean_reversion``: long-run level against the recent one (the strongest naive ranking for change outcomes);
+- ``persistence``: the tract's recent value of the outcome's own measure;
+- ``udp_typology``: the Urban Displacement Project typology computed point-in-time, as a ranking;
+- ``logistic``: logistic regression on the same features.
+
+Rank baselines become probabilities by Platt scaling on the training origins,
+so that their Brier scores are comparable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from risk.labels import Origin, Outcome
+from risk.model import Calibrator
+from risk.settings import Settings
+from risk.sources import Sources
+
+RANK_BASELINES = ("mean_reversion", "persistence", "udp_typology")
+BASELINES = ("logistic", *RANK_BASELINES)
+
+RankFn = Callable[[Sources, Origin], "pd.Series | None"]
+
+
+def fit_logistic(X: pd.DataFrame, y: np.ndarray, seed: int) -> Pipeline:
+    """Regularised logistic regression with median imputation and missing-value indicators."""
+    usable = X.columns[X.notna().any()]
+    model = make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler(),
+                          LogisticRegression(C=0.1, max_iter=5000, random_state=seed))
+    model.fit(X[usable], y)
+    model.feature_names_in_used = list(usable)  # type: ignore[attr-defined]
+    return model
+
+
+def predict_logistic(model: Pipeline, X: pd.DataFrame) -> np.ndarray:
+    """Probabilities from :func:`fit_logistic`."""
+    return model.predict_proba(X[model.feature_names_in_used])[:, 1]  # type: ignore[attr-defined]
+
+
+def rank_functions(outcome: Outcome, settings: Settings) -> dict[str, RankFn]:
+    """The rank baselines of an outcome; each returns None where the outcome cannot support it."""
+    from risk.typology_baseline import typology_scores
+
+    return {
+        "mean_reversion": outcome.mean_reversion,
+        "persistence": outcome.persistence,
+        "udp_typology": lambda sources, origin: typology_scores(settings, origin.as_of),
+    }
+
+
+def calibrate_rank(train_scores: pd.Series, train_y: pd.Series) -> Calibrator | None:
+    """Platt scaling of a rank score on training rows; None when the score is absent there."""
+    both = train_scores.notna() & train_y.notna()
+    if both.sum() < 10 or train_y[both].nunique() < 2:
+        return None
+    return Calibrator.fit(train_scores[both].to_numpy(dtype="float64"), train_y[both].to_numpy(dtype=int))

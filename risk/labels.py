@@ -1,0 +1,339 @@
+"""Outcome labels: the only code allowed to look past the as-of date.
+
+Each outcome says which origins it can label, the as-of date of each origin
+(when its features are built) and the date its outcome window closes (when
+the label becomes known, so a backtest may train on it). Every outcome can
+simulate a world in which nothing changes (Poisson resampling of counts,
+survey sampling noise for estimates) and report how often it still fires:
+the null check requires that rate to be at most a quarter of the observed one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from risk.errors import RiskError
+from risk.settings import EvictionSurgeSettings, LowIncomeLossSettings, Settings
+from risk.sources import Sources
+
+NULL_CHECK_RATIO = 0.25
+RECENT_YEARS = 3
+"""'Recent' for the naive rankings: the last three published years."""
+
+
+@dataclass(frozen=True)
+class Origin:
+    """One point in time: features are built at ``as_of``, the outcome is known at ``closes``."""
+
+    year: int
+    as_of: date
+    closes: date
+
+
+class Outcome(Protocol):
+    """What every outcome offers the backtest."""
+
+    name: str
+    description: str
+
+    def origins(self, sources: Sources) -> list[Origin]:
+        """Origins whose outcome window lies inside the data."""
+        ...
+
+    def label(self, sources: Sources, origin: Origin) -> pd.DataFrame:
+        """Eligible tracts (index geoid) with column ``y`` (0/1) and diagnostics."""
+        ...
+
+    def null_rate(self, sources: Sources, origin: Origin, rng: np.random.Generator, n: int) -> float:
+        """Mean positive rate over ``n`` simulated no-change worlds."""
+        ...
+
+    def persistence(self, sources: Sources, origin: Origin) -> pd.Series | None:
+        """The tract's recent value of the outcome's own measure, known at ``as_of`` (higher = riskier)."""
+        ...
+
+    def mean_reversion(self, sources: Sources, origin: Origin) -> pd.Series | None:
+        """Long-run level against recent level, known at ``as_of`` (higher = expected to rise)."""
+        ...
+
+
+class OutcomeError(RiskError):
+    """An outcome cannot be computed from the configured data."""
+
+    exit_code = 3
+
+
+# ---------------------------------------------------------------- eviction_surge
+
+
+class EvictionSurge:
+    """A statistically supported rise in eviction filings over (t, t+h] against the county trend.
+
+    Filings in the window (O, exposure E1 renter-household-years) are compared with
+    the baseline years up to t (B, E0). If the tract moved with the county, then
+    given n = B + O, O ~ Binomial(n, p0) with p0 = E1*k / (E0 + E1*k), k the county's
+    rate ratio: an exact conditional test of two Poisson rates, which needs no
+    estimate of the tract's true rate and so is not fooled by regression to the
+    mean. A tract is positive when the one-sided p-value is below ``alpha`` *and*
+    its rate ratio beats the county's by ``min_rise``.
+    """
+
+    name = "eviction_surge"
+
+    def __init__(self, cfg: EvictionSurgeSettings, available_after_days: int) -> None:
+        self.cfg = cfg
+        self.lag = timedelta(days=available_after_days)
+        self.description = (
+            f"eviction filing rate over the {cfg.horizon_years} years after the origin rose significantly "
+            f"(p < {cfg.alpha}) and at least {cfg.min_rise:.0%} more than the county's, against the "
+            f"{cfg.baseline_years} years up to it; tracts with >= {cfg.min_renter_households} renter households "
+            f"and >= {cfg.min_filings} filings")
+
+    def _year_end(self, year: int) -> date:
+        return date(year, 12, 31) + self.lag
+
+    def _tables(self, sources: Sources) -> tuple[pd.DataFrame, pd.DataFrame]:
+        ev = sources.evictions
+        if ev is None or ev.empty:
+            raise OutcomeError("eviction_surge needs sources.evictions")
+        f = ev.pivot_table(index="geoid", columns="year", values="filings", aggfunc="sum")
+        r = ev.pivot_table(index="geoid", columns="year", values="renters", aggfunc="sum")
+        return f, r
+
+    def origins(self, sources: Sources) -> list[Origin]:
+        f, _ = self._tables(sources)
+        last = int(max(f.columns))
+        h = self.cfg.horizon_years
+        return [Origin(t, self._year_end(t), self._year_end(t + h)) for t in range(self.cfg.first_origin, last - h + 1)]
+
+    def _windows(self, t: int) -> tuple[list[int], list[int]]:
+        base = list(range(t - self.cfg.baseline_years + 1, t + 1))
+        return base, list(range(t + 1, t + self.cfg.horizon_years + 1))
+
+    def _label(self, f: pd.DataFrame, r: pd.DataFrame, t: int) -> pd.DataFrame:
+        base, window = self._windows(t)
+        cols = base + window
+        complete = f.reindex(columns=cols).notna().all(axis=1) & r.reindex(columns=cols).notna().all(axis=1)
+        b, o = f[base].sum(axis=1), f[window].sum(axis=1)
+        e0, e1 = r[base].sum(axis=1), r[window].sum(axis=1)
+        k = (o[complete].sum() / e1[complete].sum()) / (b[complete].sum() / e0[complete].sum())
+        n = b + o
+        p0 = e1 * k / (e0 + e1 * k)
+        p_value = pd.Series(stats.binom.sf(o - 1, n, p0), index=f.index)
+        ratio = (o / e1) / (b / e0).where(b > 0)
+        eligible = complete & (r[t] >= self.cfg.min_renter_households) & (n >= self.cfg.min_filings)
+        rise = (ratio > k * (1 + self.cfg.min_rise)) | (b == 0)
+        y = (p_value < self.cfg.alpha) & rise
+        out = pd.DataFrame({"y": y.astype(int), "baseline_rate": 100 * b / e0, "window_rate": 100 * o / e1,
+                            "rate_ratio": ratio, "county_ratio": k, "p_value": p_value})
+        return out[eligible]
+
+    def label(self, sources: Sources, origin: Origin) -> pd.DataFrame:
+        f, r = self._tables(sources)
+        return self._label(f, r, origin.year)
+
+    def null_rate(self, sources: Sources, origin: Origin, rng: np.random.Generator, n: int) -> float:
+        f, r = self._tables(sources)
+        base, window = self._windows(origin.year)
+        years = base + window
+        county = f[years].sum() / r[years].sum()
+        # each tract keeps its own level and follows the county's year-to-year pattern exactly
+        level = f[years].sum(axis=1) / (r[years] * county).sum(axis=1)
+        rates = []
+        for _ in range(n):
+            sim = f.copy()
+            for y in years:
+                sim[y] = rng.poisson((level * r[y] * county[y]).fillna(0).to_numpy())
+            lab = self._label(sim, r, origin.year)
+            rates.append(lab["y"].mean() if len(lab) else 0.0)
+        return float(np.mean(rates))
+
+    def _known_counts(self, sources: Sources, origin: Origin) -> pd.DataFrame:
+        f, _ = self._tables(sources)
+        return f[[c for c in f.columns if c <= origin.year]]
+
+    def persistence(self, sources: Sources, origin: Origin) -> pd.Series:
+        """Log ratio of filings in the last h years to the baseline before them, against the county."""
+        f = self._known_counts(sources, origin)
+        h, t = self.cfg.horizon_years, origin.year
+        recent = f.reindex(columns=range(t - h + 1, t + 1)).mean(axis=1)
+        before = f.reindex(columns=range(t - h - RECENT_YEARS + 1, t - h + 1)).mean(axis=1)
+        score = np.log((recent + 0.5) / (before + 0.5))
+        return score - np.log((recent.sum() + 0.5) / (before.sum() + 0.5))
+
+    def mean_reversion(self, sources: Sources, origin: Origin) -> pd.Series:
+        """Log ratio of the long-run yearly filings (every known year) to the last three years'."""
+        f = self._known_counts(sources, origin)
+        recent = f.reindex(columns=range(origin.year - RECENT_YEARS + 1, origin.year + 1))
+        return np.log((f.mean(axis=1) + 0.5) / (recent.mean(axis=1) + 0.5))
+
+
+# ---------------------------------------------------------------- low_income_loss
+
+
+def _vintage_year(suffix: str) -> int:
+    year = int(suffix)
+    return year + (1900 if year >= 50 else 2000)
+
+
+class LowIncomeLoss:
+    """Low-income households (under 80% of the regional median income) fell between vintages.
+
+    Among tracts whose low-income share at t was at or above the median tract's
+    (the Urban Displacement Project's vulnerable tracts), positive when the
+    relative change of the low-income household count from vintage t to the
+    next falls below the regional change by more than ``min_loss`` and by more
+    than ``z`` standard errors of the two survey estimates.
+    """
+
+    name = "low_income_loss"
+
+    def __init__(self, cfg: LowIncomeLossSettings) -> None:
+        self.cfg = cfg
+        self.description = (
+            f"low-income households fell at least {cfg.min_loss:.0%} and {cfg.z} standard errors more than the "
+            "region's between two demographic vintages, among tracts with an at-or-above-median low-income share")
+
+    def _vintages(self, sources: Sources) -> list[tuple[str, int, date]]:
+        d = sources.demographics
+        rows = d[d["measure"] == "low_income_households"]
+        found = []
+        for vintage, group in rows.groupby("vintage"):
+            suffix = self._suffix(str(vintage))
+            found.append((str(vintage), _vintage_year(suffix), group["released"].iloc[0].date()))
+        if len(found) < 2:
+            raise OutcomeError("low_income_loss needs low-income household counts in at least two vintages")
+        return sorted(found, key=lambda v: v[1])
+
+    @staticmethod
+    def _suffix(label: str) -> str:
+        digits = [w for w in label.replace("-", " ").split() if w.isdigit()]
+        return digits[-1][-2:] if digits else "00"
+
+    def origins(self, sources: Sources) -> list[Origin]:
+        v = self._vintages(sources)
+        return [Origin(a[1], a[2], b[2]) for a, b in zip(v, v[1:])]
+
+    def _pair(self, sources: Sources, origin: Origin) -> tuple[str, str]:
+        v = self._vintages(sources)
+        i = [x[1] for x in v].index(origin.year)
+        return v[i][0], v[i + 1][0]
+
+    def _measure(self, sources: Sources, vintage: str, measure: str) -> pd.Series:
+        d = sources.demographics
+        rows = d[(d["vintage"] == vintage) & (d["measure"] == measure)]
+        return rows.set_index("geoid")["value"]
+
+    def _variance(self, count: pd.Series, vintage: str) -> pd.Series:
+        f = self.cfg.sample_fractions.get(self._suffix(vintage), 0.08)
+        return count.clip(lower=1) * (1 - f) / f * self.cfg.design_effect
+
+    def _label(self, li0: pd.Series, li1: pd.Series, share0: pd.Series, v0: str, v1: str) -> pd.DataFrame:
+        # on the log scale the sampling noise of a ratio is symmetric (delta method)
+        both = (li0 > 0) & (li1 > 0)
+        trend = np.log(li1[both].sum() / li0[both].sum())
+        change = np.log(li1.where(li1 > 0) / li0.where(li0 > 0))
+        se = np.sqrt(self._variance(li0, v0) / li0.clip(lower=1) ** 2 + self._variance(li1, v1) / li1.clip(lower=1) ** 2)
+        margin = np.maximum(-np.log(1 - self.cfg.min_loss), self.cfg.z * se)
+        vulnerable = share0.reindex(li0.index) >= share0.median()
+        eligible = both & vulnerable.fillna(False) & (li0 >= self.cfg.min_households)
+        y = change - trend < -margin
+        out = pd.DataFrame({"y": y.astype(int), "change": np.expm1(change), "regional_change": np.expm1(trend),
+                            "margin": margin, "households_t": li0, "households_t_h": li1})
+        return out[eligible]
+
+    def label(self, sources: Sources, origin: Origin) -> pd.DataFrame:
+        v0, v1 = self._pair(sources, origin)
+        li0 = self._measure(sources, v0, "low_income_households")
+        li1 = self._measure(sources, v1, "low_income_households").reindex(li0.index)
+        return self._label(li0, li1, self._measure(sources, v0, "low_income_share"), v0, v1)
+
+    def null_rate(self, sources: Sources, origin: Origin, rng: np.random.Generator, n: int) -> float:
+        v0, v1 = self._pair(sources, origin)
+        li0 = self._measure(sources, v0, "low_income_households")
+        li1 = self._measure(sources, v1, "low_income_households").reindex(li0.index)
+        share0 = self._measure(sources, v0, "low_income_share")
+        trend = li1.sum() / li0.sum() - 1
+        expected = li0 * (1 + trend)
+        rates = []
+        for _ in range(n):
+            # both estimates drawn around a world where every tract follows the region exactly
+            s0 = (li0 + rng.normal(0, np.sqrt(self._variance(li0, v0)))).clip(lower=0)
+            s1 = (expected + rng.normal(0, np.sqrt(self._variance(expected, v1)))).clip(lower=0)
+            lab = self._label(s0, s1, share0, v0, v1)
+            rates.append(lab["y"].mean() if len(lab) else 0.0)
+        return float(np.mean(rates))
+
+    def _previous_change(self, sources: Sources, origin: Origin) -> pd.Series | None:
+        v = self._vintages(sources)
+        i = [x[1] for x in v].index(origin.year)
+        if i == 0:
+            return None
+        prev = self._measure(sources, v[i - 1][0], "low_income_households")
+        now = self._measure(sources, v[i][0], "low_income_households")
+        change = now / prev.where(prev > 0) - 1
+        return change - (now.sum() / prev.sum() - 1)
+
+    def persistence(self, sources: Sources, origin: Origin) -> pd.Series | None:
+        """The previous inter-vintage loss against the region (a bigger past loss ranks higher)."""
+        change = self._previous_change(sources, origin)
+        return None if change is None else -change
+
+    def mean_reversion(self, sources: Sources, origin: Origin) -> pd.Series | None:
+        """The previous inter-vintage gain (tracts that gained low-income households give some back)."""
+        return self._previous_change(sources, origin)
+
+
+def outcome_for(name: str, settings: Settings) -> Outcome:
+    """The outcome object for a configured name."""
+    if name == "eviction_surge":
+        lag = settings.sources.evictions.available_after_days if settings.sources.evictions else 0
+        return EvictionSurge(settings.model.eviction_surge, lag)
+    if name == "low_income_loss":
+        return LowIncomeLoss(settings.model.low_income_loss)
+    if name == "typology_transition":
+        from risk.transition import TypologyTransition
+
+        return TypologyTransition()
+    raise OutcomeError(f"unknown outcome '{name}'")
+
+
+@dataclass(frozen=True)
+class OriginCounts:
+    """Positives, negatives and the simulated null rate of one origin."""
+
+    origin: Origin
+    positives: int
+    negatives: int
+    null_rate: float
+
+    @property
+    def rate(self) -> float:
+        """Observed positive rate."""
+        total = self.positives + self.negatives
+        return self.positives / total if total else float("nan")
+
+
+def label_summary(outcome: Outcome, sources: Sources, n_null: int, seed: int) -> list[OriginCounts]:
+    """Counts and null rates for every origin of an outcome."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for origin in outcome.origins(sources):
+        lab = outcome.label(sources, origin)
+        pos = int(lab["y"].sum())
+        rows.append(OriginCounts(origin, pos, len(lab) - pos, outcome.null_rate(sources, origin, rng, n_null)))
+    return rows
+
+
+def null_check(rows: list[OriginCounts]) -> tuple[float, float, bool]:
+    """Pooled observed rate, pooled null rate, and whether null <= a quarter of observed."""
+    total = sum(r.positives + r.negatives for r in rows)
+    observed = sum(r.positives for r in rows) / total if total else float("nan")
+    null = sum(r.null_rate * (r.positives + r.negatives) for r in rows) / total if total else float("nan")
+    return observed, null, bool(null <= NULL_CHECK_RATIO * observed)
