@@ -86,6 +86,7 @@ class Backtest:
     calibration: dict[str, pd.DataFrame] = field(default_factory=dict)
     by_origin: dict[str, pd.DataFrame] = field(default_factory=dict)
     schemes: dict[int, str] = field(default_factory=dict)
+    train_origins: dict[int, list[int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         """The contract of `risk backtest --json`."""
@@ -94,7 +95,8 @@ class Backtest:
                 return None
             x = self.metrics[name]
             return {"pr_auc": x["pr_auc"], "roc_auc": x["roc_auc"], "precision_at_10pct": x["precision_at_10pct"],
-                    "recall_at_10pct": x["recall_at_10pct"], "brier": x.get("brier"),
+                    "recall_at_10pct": x["recall_at_10pct"],
+                    "brier": None if x.get("brier") is None or np.isnan(x["brier"]) else x["brier"],
                     "pr_auc_ci95": list(self.pr_auc_ci.get(name, (float("nan"),) * 2))}
 
         return {"outcome": self.outcome, "origins": self.test_origins,
@@ -122,14 +124,19 @@ def _predict_origin(test: OriginData, train_set: list[OriginData], sources: Sour
     out["logistic"] = predict_logistic(fit_logistic(X_train, y_train, settings.model.seed), test.X)
     for name, fn in ranks.items():
         score = _rank_scores(fn, sources, test)
-        train_scores = [_rank_scores(fn, sources, d) for d in train_set]
-        if score is None or score.isna().all() or any(s is None for s in train_scores):
+        if score is None or score.isna().all():
             out[name] = np.nan
             continue
         # a tract the baseline cannot score is ranked in the middle, so every model sees the same tracts
         score = score.fillna(score.median())
-        calibrator = calibrate_rank(pd.concat(train_scores), pd.Series(y_train, index=pd.concat(train_scores).index))
-        out[name] = calibrator(score.to_numpy()) if calibrator else np.nan
+        train_scores = [_rank_scores(fn, sources, d) for d in train_set]
+        calibrator = None
+        if all(s is not None for s in train_scores):
+            stacked = pd.concat(train_scores)
+            calibrator = calibrate_rank(stacked, pd.Series(y_train, index=stacked.index))
+        # without training scores to calibrate on, the ranking still counts; its Brier score does not
+        out[name] = calibrator(score.to_numpy()) if calibrator else score.rank(pct=True).to_numpy()
+        out[f"{name}_calibrated"] = calibrator is not None
         out[f"{name}_score"] = score.to_numpy()
     return out, model.scheme
 
@@ -147,24 +154,30 @@ def run_backtest(settings: Settings, sources: Sources, outcome_name: str | None 
         raise BacktestError(f"{name}: no origin has {minimum} closed training origin(s) before it "
                             f"(origins: {[d.origin.year for d in panel]})")
     ranks = rank_functions(outcome, settings)
-    parts, schemes = [], {}
+    parts, schemes, used = [], {}, {}
     for test in tests:
         if progress:
             progress(f"training and scoring origin {test.origin.year}")
-        part, schemes[test.origin.year] = _predict_origin(test, closed_before(panel, test.origin), sources,
-                                                          settings, ranks, features)
+        train_set = closed_before(panel, test.origin)
+        used[test.origin.year] = [d.origin.year for d in train_set]
+        part, schemes[test.origin.year] = _predict_origin(test, train_set, sources, settings, ranks, features)
         parts.append(part)
     preds = pd.concat(parts, ignore_index=True)
     for name_ in RANK_BASELINES:
         if name_ not in preds:
             preds[name_] = np.nan
-    return _summarise(outcome, name, settings, sources, panel, tests, preds, schemes, features)
+    result = _summarise(outcome, name, settings, sources, panel, tests, preds, schemes, features)
+    result.train_origins = used
+    return result
 
 
 def _summarise(outcome: Outcome, name: str, settings: Settings, sources: Sources, panel: list[OriginData],
                tests: list[OriginData], preds: pd.DataFrame, schemes: dict[int, str], features: list[str]) -> Backtest:
     unsupported = {m: _why_unsupported(m, outcome) for m in BASELINES if preds[m].isna().all()}
     metrics = {m: model_metrics(preds, m) for m in MODELS if m not in unsupported}
+    for m in RANK_BASELINES:
+        if m in metrics and not preds.get(f"{m}_calibrated", pd.Series([True])).all():
+            metrics[m]["brier"] = float("nan")  # a bare ranking is not a probability
     baselines = [m for m in BASELINES if m not in unsupported and metrics.get(m)]
     best = max(baselines, key=lambda m: metrics[m]["pr_auc"])
     usable = [m for m in MODELS if m not in unsupported]

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from risk.errors import ConfigError, DataValidationError, RiskError
@@ -34,7 +35,7 @@ def _fail(e: RiskError) -> None:
         for p in e.problems:
             err.print(f"  - {p}", highlight=False, markup=False)
     else:
-        err.print(f"[bold red]error[/]: {e}", highlight=False, markup=False)
+        err.print(f"[bold red]error[/]: {escape(str(e))}", highlight=False)
     sys.exit(e.exit_code)
 
 
@@ -164,7 +165,7 @@ def features(ctx: click.Context, as_of: date, out_path: Path) -> None:
 @click.pass_context
 @handles_errors
 def run(ctx: click.Context, as_of: date | None, as_json: bool) -> None:
-    """Run the weekly job once (today: validate and features; later stages are not built yet)."""
+    """Run the weekly job once: validate, features, train if needed, score, explain, store."""
     from risk.pipeline import run as run_pipeline
 
     settings = _settings(ctx)
@@ -173,13 +174,14 @@ def run(ctx: click.Context, as_of: date | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
-    out.print(f"as of {result.as_of}: features for {result.tracts} tracts -> {result.features_path}", highlight=False)
+    out.print(f"run {result.run_id} as of {result.as_of}: {result.tracts} tracts scored with model "
+              f"{result.model_id}{' (trained in this run)' if result.retrained else ''}", highlight=False)
+    out.print("tiers: " + ", ".join(f"{k} {v}" for k, v in result.tiers.items()), highlight=False)
     out.print("coverage (tracts): " + ", ".join(f"{k} {v}" for k, v in result.coverage.items()), highlight=False)
     out.print("stage seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.stage_seconds.items()))
     for note in result.data_notes:
         out.print(f"[yellow]note[/] {note}", highlight=False)
-    out.print(f"[bold]not built yet[/]: {', '.join(result.stages_not_built)} "
-              "(this run validated the data and built features only)")
+    out.print(f"[bold]not built yet[/]: {', '.join(result.stages_not_built)} (no e-mail is sent)")
 
 
 def _outcome_option(fn: F) -> F:
@@ -244,3 +246,143 @@ def backtest(ctx: click.Context, outcome: str | None, as_json: bool) -> None:
     else:
         out.print((folder / "report.md").read_text(encoding="utf-8"), markup=False, highlight=False)
     err.print(f"report: {folder / 'report.html'}", highlight=False)
+
+
+@main.command()
+@_outcome_option
+@click.option("--as-of", "as_of", default=None, callback=_parse_date,
+              help="Train on outcome windows closed by this date (default: the newest date the data supports).")
+@click.pass_context
+@handles_errors
+def train(ctx: click.Context, outcome: str | None, as_of: date | None) -> None:
+    """Backtest, train on every closed origin, register the model and promote it unless it is worse."""
+    from risk.backtest import run_backtest
+    from risk.pipeline import default_as_of
+    from risk.report import write_report
+    from risk.sources import load_sources
+    from risk.training import train_and_register
+
+    settings = _settings(ctx)
+    with err.status("loading sources") as status:
+        sources = load_sources(settings)
+        as_of = as_of or default_as_of(sources)
+        result = run_backtest(settings, sources, outcome, progress=lambda m: status.update(m))
+        write_report(result, settings.paths.reports)
+        status.update("training the production model")
+        trained = train_and_register(settings, sources, as_of, result)
+    verdict = "promoted to champion" if trained.promoted else "kept as challenger"
+    out.print(f"model {trained.record.model_id}: {verdict} ({trained.reason})", highlight=False)
+
+
+@main.group()
+def models() -> None:
+    """List, inspect, promote or roll back registered models."""
+
+
+@models.command("list")
+@click.pass_context
+@handles_errors
+def models_list(ctx: click.Context) -> None:
+    """Every registered model, the champion marked."""
+    from risk.registry import Registry
+
+    registry = Registry(_settings(ctx).paths.models)
+    champion = registry.champion()
+    table = Table("", "model", "outcome", "trained as of", "origins", "backtest PR-AUC", "created",
+                  title="* = champion")
+    for r in registry.list():
+        m = r.metadata
+        pr = f"{r.pr_auc:.3f}" if r.pr_auc is not None else ""
+        years = m.get("training_origins", [])
+        span = f"{years[0]}-{years[-1]}" if len(years) > 1 else "".join(map(str, years))
+        table.add_row("*" if champion and champion.model_id == r.model_id else "", r.model_id, m.get("outcome", ""),
+                      m.get("as_of", ""), span, pr, m.get("created", ""))
+    out.print(table)
+
+
+@models.command("show")
+@click.argument("model_id")
+@click.pass_context
+@handles_errors
+def models_show(ctx: click.Context, model_id: str) -> None:
+    """A model's metadata as JSON."""
+    from risk.registry import Registry
+
+    click.echo(json.dumps(Registry(_settings(ctx).paths.models).get(model_id).metadata, indent=2))
+
+
+@models.command("promote")
+@click.argument("model_id")
+@click.pass_context
+@handles_errors
+def models_promote(ctx: click.Context, model_id: str) -> None:
+    """Make a model the champion (by hand, whatever its metrics)."""
+    from risk.registry import Registry
+
+    record = Registry(_settings(ctx).paths.models).promote(model_id)
+    out.print(f"champion: {record.model_id}", highlight=False)
+
+
+@models.command("rollback")
+@click.pass_context
+@handles_errors
+def models_rollback(ctx: click.Context) -> None:
+    """Return to the previous champion."""
+    from risk.registry import Registry
+
+    record = Registry(_settings(ctx).paths.models).rollback()
+    out.print(f"champion: {record.model_id}", highlight=False)
+
+
+def _latest_run(settings: Settings) -> tuple[Any, Any, Any]:
+    """The newest stored run, its features and its model."""
+    import pandas as pd
+    from sqlalchemy import select
+
+    from risk.errors import RiskError
+    from risk.registry import Registry
+    from risk.store import engine_for, runs
+
+    engine = engine_for(settings.paths.database)
+    with engine.connect() as conn:
+        run_row = conn.execute(select(runs).where(runs.c.status == "finished").order_by(runs.c.id.desc())
+                               .limit(1)).mappings().first()
+    if run_row is None:
+        raise RiskError("no scoring run in the database yet: run `risk run` first")
+    path = settings.paths.features / f"features_{run_row['as_of'].isoformat()}.parquet"
+    if not path.exists():
+        raise RiskError(f"the features of run {run_row['id']} are missing ({path}): run `risk run` again")
+    return run_row, pd.read_parquet(path), Registry(settings.paths.models).get(run_row["model_id"])
+
+
+@main.command()
+@click.argument("geoid")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--png", "png", type=click.Path(path_type=Path), default=None, help="Also write a SHAP waterfall PNG.")
+@click.pass_context
+@handles_errors
+def explain(ctx: click.Context, geoid: str, as_json: bool, png: Path | None) -> None:
+    """Why a tract scored as it did in the newest run: SHAP drivers in plain words."""
+    from risk.errors import RiskError
+    from risk.explain import contributions, tract_explanation, waterfall_png
+    from risk.store import engine_for, run_scores
+
+    settings = _settings(ctx)
+    run_row, features, record = _latest_run(settings)
+    geoid = geoid.strip().zfill(11)
+    if geoid not in features.index:
+        raise RiskError(f"tract {geoid} is not in run {run_row['id']} (as of {run_row['as_of']})")
+    model = record.load()
+    doc = tract_explanation(model, features, geoid, features.median())
+    scores = run_scores(engine_for(settings.paths.database), run_row["id"])
+    doc = {"geoid": doc["geoid"], "probability": doc["probability"], "tier": str(scores.loc[geoid, "tier"]),
+           "base_value": doc["base_value"], "drivers": doc["drivers"]}
+    if png is not None:
+        waterfall_png(contributions(model, features.loc[[geoid]]), geoid, png)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    out.print(f"tract {geoid}: probability {doc['probability']:.3f}, tier {doc['tier']} "
+              f"(run {run_row['id']}, as of {run_row['as_of']}, model {record.model_id})", highlight=False)
+    for d in doc["drivers"]:
+        out.print(f"  - {d['sentence']}", highlight=False, markup=False)

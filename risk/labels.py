@@ -300,7 +300,7 @@ def outcome_for(name: str, settings: Settings) -> Outcome:
     if name == "typology_transition":
         from risk.transition import TypologyTransition
 
-        return TypologyTransition()
+        return TypologyTransition(settings)
     raise OutcomeError(f"unknown outcome '{name}'")
 
 

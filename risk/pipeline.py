@@ -1,25 +1,35 @@
 """The weekly cycle, composed from the stages that exist so far.
 
-Today that is load + validate and point-in-time features. Training, scoring,
-explanations, alerts and delivery are later stages; ``run`` names them in its
-result as not built yet rather than pretending to run them.
+Load and validate the sources, build point-in-time features, train a model
+when the registry has no champion for the configured outcome, score every
+tract, explain every score and store the run. Alerts and delivery are later
+stages; ``run`` names them in its result as not built yet.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
 
+from risk.backtest import run_backtest
+from risk.explain import contributions, drivers
 from risk.features import build_features
 from risk.files import atomic_path
+from risk.model import TrainedModel
+from risk.registry import ModelRecord, Registry
+from risk.report import write_report
+from risk.scores import score_tracts
 from risk.settings import Settings
 from risk.sources import Sources, load_sources
+from risk.store import engine_for, previous_scores, save_run
+from risk.training import train_and_register
 
-NOT_BUILT = ("train", "score", "explain", "alerts", "deliver")
+NOT_BUILT = ("alerts", "deliver")
+DRIVERS_PER_TRACT = 5
 
 
 @dataclass
@@ -30,6 +40,10 @@ class RunResult:
     features_path: Path
     tracts: int
     coverage: dict[str, int]
+    run_id: int | None = None
+    model_id: str | None = None
+    retrained: bool = False
+    tiers: dict[str, int] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     data_notes: list[str] = field(default_factory=list)
     stages_not_built: tuple[str, ...] = NOT_BUILT
@@ -37,8 +51,9 @@ class RunResult:
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
         return {
-            "status": "partial", "as_of": self.as_of.isoformat(), "features_path": str(self.features_path),
-            "tracts_featured": self.tracts, "coverage": self.coverage,
+            "run_id": self.run_id, "status": "partial", "as_of": self.as_of.isoformat(), "model_id": self.model_id,
+            "retrained": self.retrained, "tracts_scored": self.tracts, "tiers": self.tiers,
+            "features_path": str(self.features_path), "coverage": self.coverage,
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "data_notes": self.data_notes, "stages_not_built": list(self.stages_not_built),
         }
@@ -76,17 +91,61 @@ def write_features(features: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def _champion(settings: Settings, sources: Sources, as_of: date) -> tuple[ModelRecord, bool]:
+    """The champion for the configured outcome, trained first if there is none."""
+    registry = Registry(settings.paths.models)
+    champion = registry.champion()
+    if champion is not None and champion.metadata.get("outcome") == settings.model.outcome:
+        return champion, False
+    result = run_backtest(settings, sources, settings.model.outcome)
+    write_report(result, settings.paths.reports)
+    trained = train_and_register(settings, sources, as_of, result)
+    if not trained.promoted:
+        registry.promote(trained.record.model_id)  # the configured outcome has no champion at all
+    return trained.record, True
+
+
+def _driver_rows(model: TrainedModel, features: pd.DataFrame) -> pd.DataFrame:
+    expl = contributions(model, features)
+    county = features.median()
+    rows = []
+    for geoid in features.index:
+        for rank, d in enumerate(drivers(expl, geoid, county, DRIVERS_PER_TRACT), start=1):
+            rows.append({"geoid": geoid, "rank": rank, "feature": d.feature, "value": d.value,
+                         "contribution": d.contribution, "sentence": d.sentence})
+    return pd.DataFrame(rows)
+
+
 def run(settings: Settings, as_of: date | None = None, today: date | None = None) -> RunResult:
-    """Load and validate every source, then build and store the features for ``as_of``."""
+    """One weekly cycle up to stored, explained scores."""
     seconds: dict[str, float] = {}
-    start = time.perf_counter()
+    started = datetime.now(UTC)
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[stage] = now - clock
+        clock = now
+
     sources = load_sources(settings, today)
-    seconds["validate"] = time.perf_counter() - start
+    lap("validate")
     as_of = as_of or default_as_of(sources, today)
-    start = time.perf_counter()
     features = build_features(sources, as_of, settings.features)
     path = write_features(features, settings.paths.features / f"features_{as_of.isoformat()}.parquet")
-    seconds["features"] = time.perf_counter() - start
+    lap("features")
+    record, retrained = _champion(settings, sources, as_of)
+    model = record.load()
+    lap("train")
+    engine = engine_for(settings.paths.database)
+    table = score_tracts(model, features, previous_scores(engine), settings.model.tiers)
+    lap("score")
+    driver_rows = _driver_rows(model, features)
+    lap("explain")
+    run_id = save_run(engine, as_of, record.model_id, settings.model.outcome, table, driver_rows, started)
+    lap("store")
     coverage = {c.removeprefix("cov_"): int(features[c].sum()) for c in features.columns if c.startswith("cov_")}
-    return RunResult(as_of=as_of, features_path=path, tracts=len(features), coverage=coverage,
+    return RunResult(as_of=as_of, features_path=path, tracts=len(table), coverage=coverage, run_id=run_id,
+                     model_id=record.model_id, retrained=retrained,
+                     tiers={t: int((table["tier"] == t).sum()) for t in ("high", "elevated", "watch", "low")},
                      stage_seconds=seconds, data_notes=data_notes(features, sources))

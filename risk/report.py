@@ -66,7 +66,8 @@ def _markdown(bt: Backtest) -> str:
             continue
         x, ci = bt.metrics[m], bt.pr_auc_ci.get(m, (float("nan"),) * 2)
         lines.append(f"| {LABELS[m]} | {x['pr_auc']:.3f} ({ci[0]:.3f}-{ci[1]:.3f}) | {x['roc_auc']:.3f} | "
-                     f"{x['precision_at_10pct']:.3f} | {x['recall_at_10pct']:.3f} | {x['brier']:.4f} |")
+                     f"{x['precision_at_10pct']:.3f} | {x['recall_at_10pct']:.3f} | "
+                     f"{'n/a' if x['brier'] != x['brier'] else format(x['brier'], '.4f')} |")
     lines += ["", f"LightGBM / {bt.best_baseline}: PR-AUC ratio {bt.ratio:.2f} "
               f"(95% CI {bt.ratio_ci[0]:.2f}-{bt.ratio_ci[1]:.2f}).", "",
               f"Lead time: {bt.lead['flagged']} of {bt.lead['positives']} positives flagged in the top 10% at their "

@@ -36,7 +36,7 @@ def _resolve(value: Path, info: ValidationInfo) -> Path:
     base = (info.context or {}).get("base_dir")
     value = Path(os.path.expanduser(str(value)))
     if base is not None and not value.is_absolute():
-        value = Path(base) / value
+        value = Path(os.path.normpath(Path(base) / value))
     return value
 
 

@@ -1,0 +1,130 @@
+"""The database of runs, scores and drivers (SQLAlchemy Core; SQLite by default, any URL works).
+
+Each run's scores and drivers are written in one transaction, so a run is
+either stored whole or not at all.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy import (
+    Column,
+    Date,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    insert,
+    select,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
+from risk.errors import OutputError
+
+metadata = MetaData()
+
+runs = Table(
+    "runs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("as_of", Date, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("status", String(20), nullable=False),
+    Column("model_id", String(200)),
+    Column("outcome", String(50)),
+)
+
+scores = Table(
+    "scores", metadata,
+    Column("run_id", Integer, ForeignKey("runs.id"), primary_key=True),
+    Column("geoid", String(11), primary_key=True),
+    Column("probability", Float, nullable=False),
+    Column("percentile", Float, nullable=False),
+    Column("tier", String(10), nullable=False),
+    Column("probability_change", Float),
+    Column("percentile_change", Float),
+)
+
+drivers = Table(
+    "drivers", metadata,
+    Column("run_id", Integer, ForeignKey("runs.id"), primary_key=True),
+    Column("geoid", String(11), primary_key=True),
+    Column("rank", Integer, primary_key=True),
+    Column("feature", String(100), nullable=False),
+    Column("value", Float),
+    Column("contribution", Float, nullable=False),
+    Column("sentence", Text, nullable=False),
+)
+
+
+def engine_for(url_or_path: str | Path) -> Engine:
+    """An engine for a SQLAlchemy URL or a SQLite file path; tables are created if missing."""
+    text = str(url_or_path)
+    if "://" not in text:
+        Path(text).parent.mkdir(parents=True, exist_ok=True)
+        text = f"sqlite:///{text}"
+    engine = create_engine(text)
+    if engine.dialect.name == "sqlite":
+        @event.listens_for(engine, "connect")
+        def _pragmas(conn, _record) -> None:  # noqa: ANN001
+            # WAL lets the web page read while the job writes; foreign keys are off by default in SQLite
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+    try:
+        metadata.create_all(engine)
+    except SQLAlchemyError as e:
+        raise OutputError(f"cannot open the database {text}: {e.__class__.__name__}: {e.args[0]}") from e
+    return engine
+
+
+def previous_scores(engine: Engine, before_run: int | None = None) -> pd.DataFrame:
+    """Scores of the newest finished run (before ``before_run`` if given), indexed by GEOID."""
+    with engine.connect() as conn:
+        query = select(runs.c.id).where(runs.c.status == "finished")
+        if before_run is not None:
+            query = query.where(runs.c.id < before_run)
+        last = conn.execute(query.order_by(runs.c.id.desc()).limit(1)).scalar()
+        if last is None:
+            return pd.DataFrame(columns=["probability", "percentile"])
+        rows = conn.execute(select(scores).where(scores.c.run_id == last)).mappings().all()
+    return pd.DataFrame(rows).set_index("geoid")
+
+
+def save_run(engine: Engine, as_of: date, model_id: str, outcome: str, table: pd.DataFrame,
+             driver_rows: pd.DataFrame, started: datetime) -> int:
+    """Store one scoring run with its scores and drivers in a single transaction; returns the run id."""
+    try:
+        with engine.begin() as conn:
+            run_id = conn.execute(insert(runs).values(
+                as_of=as_of, started_at=started, finished_at=datetime.now(UTC), status="finished",
+                model_id=model_id, outcome=outcome)).inserted_primary_key[0]
+            records = table.reset_index().assign(run_id=run_id)
+            conn.execute(insert(scores), _records(records, scores))
+            if not driver_rows.empty:
+                conn.execute(insert(drivers), _records(driver_rows.assign(run_id=run_id), drivers))
+    except SQLAlchemyError as e:
+        raise OutputError(f"cannot store the run in the database: {e.__class__.__name__}: {e.args[0]}") from e
+    return int(run_id)
+
+
+def _records(frame: pd.DataFrame, table: Table) -> list[dict]:
+    columns = [c.name for c in table.columns]
+    out = frame[columns].astype(object).where(frame[columns].notna(), None)
+    return out.to_dict("records")
+
+
+def run_scores(engine: Engine, run_id: int) -> pd.DataFrame:
+    """Scores of one run, indexed by GEOID."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(scores).where(scores.c.run_id == run_id)).mappings().all()
+    return pd.DataFrame(rows).set_index("geoid") if rows else pd.DataFrame()

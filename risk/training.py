@@ -1,0 +1,59 @@
+"""Training the production model on every closed origin and registering it as a challenger."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import date
+
+from risk.backtest import Backtest, build_panel
+from risk.dictionary import feature_names
+from risk.labels import outcome_for
+from risk.model import TrainingRows, train
+from risk.registry import ModelRecord, Registry, RegistryError
+from risk.settings import Settings
+from risk.sources import Sources
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """The registered challenger and what became of it."""
+
+    record: ModelRecord
+    promoted: bool
+    reason: str
+
+
+def config_hash(settings: Settings) -> str:
+    """Hash of the settings that shape a model (paths excluded: moving a folder does not change a model)."""
+    data = settings.model_dump(mode="json", exclude={"config_path", "paths"})
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def train_and_register(settings: Settings, sources: Sources, as_of: date, backtest: Backtest) -> TrainingResult:
+    """Train on the origins closed by ``as_of``, register the model, and promote it if it is not worse."""
+    outcome = outcome_for(backtest.outcome, settings)
+    features = feature_names(settings.features.spatial_lags)
+    panel = [d for d in build_panel(outcome, sources, settings) if d.origin.closes <= as_of]
+    if not panel:
+        raise RegistryError(f"{backtest.outcome}: no outcome window has closed by {as_of}; nothing to train on")
+    model = train([TrainingRows(d.origin.year, d.X, d.labels["y"]) for d in panel], features, settings.model.seed)
+    text = model.booster.model_to_string()
+    model_id = f"{backtest.outcome}-{as_of:%Y%m%d}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+    registry = Registry(settings.paths.models)
+    metadata = {
+        "outcome": backtest.outcome, "as_of": as_of.isoformat(), "config_hash": config_hash(settings),
+        "data_hashes": sources.file_hashes, "features": features,
+        "training_origins": [d.origin.year for d in panel],
+        "training_window": [panel[0].origin.as_of.isoformat(), panel[-1].origin.closes.isoformat()],
+        "training_rows": int(sum(len(d.labels) for d in panel)),
+        "positives": int(sum(d.labels["y"].sum() for d in panel)), "scheme": model.scheme,
+        "backtest": backtest.to_json()["models"], "backtest_origins": backtest.test_origins,
+    }
+    try:
+        record = registry.register(model, metadata, model_id)
+    except RegistryError:
+        record = registry.get(model_id)  # the same data and settings gave the same model: keep the first
+    promoted, reason = registry.consider(record, settings.model.promotion_tolerance)
+    return TrainingResult(record, promoted, reason)

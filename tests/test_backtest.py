@@ -1,0 +1,88 @@
+"""The rolling-origin backtest on the bundled data: temporal splits, the JSON contract, the report."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import BUNDLED_CONFIG
+
+from risk.backtest import MODELS, Backtest, run_backtest
+from risk.cli import main
+from risk.labels import outcome_for
+from risk.report import write_report
+from risk.settings import Settings
+from risk.sources import Sources
+
+
+@pytest.fixture(scope="module")
+def eviction_backtest(bundled_settings: Settings, bundled_sources: Sources) -> Backtest:
+    return run_backtest(bundled_settings, bundled_sources, "eviction_surge")
+
+
+def test_every_model_trains_only_on_origins_closed_before_the_test_origin(
+        eviction_backtest: Backtest, bundled_settings: Settings, bundled_sources: Sources) -> None:
+    origins = {o.year: o for o in outcome_for("eviction_surge", bundled_settings).origins(bundled_sources)}
+    assert eviction_backtest.train_origins
+    for test, trained_on in eviction_backtest.train_origins.items():
+        assert len(trained_on) >= bundled_settings.model.eviction_surge.min_train_origins
+        for year in trained_on:
+            assert year < test
+            assert origins[year].closes <= origins[test].as_of
+
+
+def test_all_models_are_scored_on_the_same_cases(eviction_backtest: Backtest) -> None:
+    preds = eviction_backtest.preds
+    assert not preds.duplicated(["origin", "geoid"]).any()
+    for m in MODELS:
+        if m not in eviction_backtest.unsupported:
+            assert preds[m].notna().all(), m
+
+
+def test_backtest_json_has_the_documented_shape(eviction_backtest: Backtest) -> None:
+    doc = json.loads(json.dumps(eviction_backtest.to_json()))
+    assert set(doc) == {"outcome", "origins", "n_tracts", "n_positive", "null_positive_rate", "models",
+                        "lightgbm_vs_best_baseline"}
+    assert set(doc["models"]) == {"lightgbm", "logistic", "mean_reversion", "persistence", "udp_typology"}
+    for m in doc["models"].values():
+        assert set(m) == {"pr_auc", "roc_auc", "precision_at_10pct", "recall_at_10pct", "brier", "pr_auc_ci95"}
+        lo, hi = m["pr_auc_ci95"]
+        assert lo <= m["pr_auc"] <= hi
+    best = doc["lightgbm_vs_best_baseline"]
+    assert best["baseline"] in {"logistic", "mean_reversion", "persistence", "udp_typology"}
+    assert math.isclose(best["ratio"], doc["models"]["lightgbm"]["pr_auc"] / doc["models"][best["baseline"]]["pr_auc"])
+    assert doc["null_positive_rate"] < 0.25 * doc["n_positive"] / len(eviction_backtest.preds)
+
+
+def test_report_has_plots_and_tables(eviction_backtest: Backtest, tmp_path: Path) -> None:
+    folder = write_report(eviction_backtest, tmp_path)
+    for name in ("report.md", "report.html", "pr_curves.png", "calibration.png", "predictions.csv"):
+        assert (folder / name).stat().st_size > 0, name
+    assert (folder / "pr_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (folder / "report.html").read_text()
+    assert "Mean reversion" in html and "calibration.png" in html and "never present" in html
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_low_income_backtest_trains_on_1990_and_tests_on_2000(bundled_settings: Settings,
+                                                             bundled_sources: Sources) -> None:
+    bt = run_backtest(bundled_settings, bundled_sources, "low_income_loss")
+    assert bt.test_origins == [2000] and bt.train_origins == {2000: [1990]}
+    assert bt.null_ok
+    doc = bt.to_json()
+    assert doc["models"]["mean_reversion"] is not None  # the 1990->2000 change is known in 2002
+
+
+def test_backtest_cli_prints_one_json_object(tmp_path: Path) -> None:
+    text = BUNDLED_CONFIG.read_text().replace("path: data/", f"path: {BUNDLED_CONFIG.parent}/data/").replace(
+        "coverage_tracts: data/", f"coverage_tracts: {BUNDLED_CONFIG.parent}/data/")
+    config = tmp_path / "config.yaml"
+    config.write_text(text + "\nmodel: {bootstrap: 50, null_simulations: 5}\n")
+    result = CliRunner().invoke(main, ["--config", str(config), "backtest", "--outcome", "low_income_loss", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["outcome"] == "low_income_loss" and doc["origins"] == [2000]
+    assert (tmp_path / "reports" / "backtest-low_income_loss" / "calibration.png").exists()

@@ -1,0 +1,103 @@
+"""Training is reproducible; the registry promotes only models that are not worse, and rolls back."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from risk.dictionary import feature_names
+from risk.features import build_features
+from risk.model import TrainedModel, TrainingRows, train
+from risk.registry import Registry, RegistryError
+from risk.scores import score_tracts
+from risk.settings import TierSettings
+from risk.sources import Sources
+
+AS_OF = [date(2009, 3, 1), date(2010, 3, 1), date(2011, 3, 1), date(2012, 3, 1)]
+
+
+@pytest.fixture(scope="module")
+def rows(bundled_sources: Sources) -> list[TrainingRows]:
+    out = []
+    for i, d in enumerate(AS_OF):
+        X = build_features(bundled_sources, d)
+        # a deterministic label with a learnable signal: high recent filing rates
+        y = (X["eviction_filing_rate_36m"].rank(pct=True) > 0.85).astype(int)
+        out.append(TrainingRows(2008 + i, X, y))
+    return out
+
+
+def _model(rows: list[TrainingRows], seed: int = 7) -> TrainedModel:
+    return train(rows, feature_names(), seed)
+
+
+def test_same_data_and_settings_give_a_byte_identical_model_file(rows, tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    _model(rows).save(a)
+    _model(rows).save(b)
+    assert (a / "model.txt").read_bytes() == (b / "model.txt").read_bytes()
+    assert (a / "calibration.json").read_bytes() == (b / "calibration.json").read_bytes()
+
+
+def test_a_saved_model_scores_exactly_like_the_trained_one(rows, tmp_path: Path) -> None:
+    model = _model(rows)
+    model.save(tmp_path)
+    again = TrainedModel.load(tmp_path)
+    X = rows[-1].X
+    assert np.array_equal(model.predict(X), again.predict(X))
+    first = score_tracts(model, X, pd.DataFrame(), TierSettings())
+    second = score_tracts(again, X, first, TierSettings())
+    pd.testing.assert_frame_equal(first[["probability", "percentile", "tier"]],
+                                  second[["probability", "percentile", "tier"]])
+    assert (second["probability_change"] == 0).all()
+
+
+def test_calibrated_probabilities_are_probabilities(rows) -> None:
+    p = _model(rows).predict(rows[-1].X)
+    assert ((p > 0) & (p < 1)).all()
+
+
+def test_tiers_follow_the_configured_percentiles(rows) -> None:
+    table = score_tracts(_model(rows), rows[-1].X, pd.DataFrame(), TierSettings(high=0.9, elevated=0.8, watch=0.5))
+    high = table[table["tier"] == "high"]
+    assert (high["percentile"] >= 0.9).all() and len(high) == pytest.approx(0.1 * len(table), abs=2)
+    assert set(table["tier"]) == {"high", "elevated", "watch", "low"}
+
+
+def _register(registry: Registry, rows, model_id: str, pr_auc: float):
+    return registry.register(_model(rows), {"outcome": "eviction_surge",
+                                            "backtest": {"lightgbm": {"pr_auc": pr_auc}}}, model_id)
+
+
+def test_registry_refuses_a_worse_challenger_and_accepts_one_within_tolerance(rows, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "models")
+    first = _register(registry, rows, "m1", 0.30)
+    assert registry.consider(first, 0.02)[0] and registry.champion().model_id == "m1"
+    worse = _register(registry, rows, "m2", 0.25)
+    promoted, reason = registry.consider(worse, 0.02)
+    assert not promoted and "worse" in reason and registry.champion().model_id == "m1"
+    close = _register(registry, rows, "m3", 0.29)
+    assert registry.consider(close, 0.02)[0] and registry.champion().model_id == "m3"
+    assert registry.rollback().model_id == "m1" and registry.champion().model_id == "m1"
+    with pytest.raises(RegistryError):
+        registry.rollback()
+
+
+def test_registry_folders_hold_model_metadata_and_versions(rows, tmp_path: Path) -> None:
+    record = _register(Registry(tmp_path), rows, "m1", 0.3)
+    assert {p.name for p in record.folder.iterdir()} == {"model.txt", "calibration.json", "metadata.json"}
+    assert {"lightgbm", "shap", "pandas"} <= set(record.metadata["libraries"])
+    assert record.load().features == feature_names()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_an_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(RegistryError, match="no model 'nope'"):
+        Registry(tmp_path).get("nope")
+
