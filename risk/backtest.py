@@ -116,8 +116,13 @@ def _rank_scores(fn, sources: Sources, data: OriginData) -> pd.Series | None:
 def _predict_origin(test: OriginData, train_set: list[OriginData], sources: Sources, settings: Settings,
                     ranks: dict, features: list[str]) -> tuple[pd.DataFrame, str]:
     rows = [TrainingRows(d.origin.year, d.X, d.labels["y"]) for d in train_set]
+    positives = int(sum(r.y.sum() for r in rows))
+    if positives == 0 or positives == sum(len(r.y) for r in rows):
+        raise BacktestError(f"the training origins of {test.origin.year} hold {positives} positives of "
+                            f"{sum(len(r.y) for r in rows)} cases: a model needs both classes")
     model = train(rows, features, settings.model.seed)
-    out = pd.DataFrame({"origin": test.origin.year, "geoid": test.labels.index, "y": test.labels["y"].to_numpy()})
+    out = pd.DataFrame({"origin": test.origin.year, "as_of": test.origin.as_of, "closes": test.origin.closes,
+                        "geoid": test.labels.index, "y": test.labels["y"].to_numpy()})
     out["lightgbm"] = model.predict(test.X)
     X_train = pd.concat([d.X for d in train_set])
     y_train = np.concatenate([d.labels["y"].to_numpy() for d in train_set])
@@ -178,7 +183,12 @@ def _summarise(outcome: Outcome, name: str, settings: Settings, sources: Sources
     for m in RANK_BASELINES:
         if m in metrics and not preds.get(f"{m}_calibrated", pd.Series([True])).all():
             metrics[m]["brier"] = float("nan")  # a bare ranking is not a probability
+    if not metrics.get("lightgbm"):
+        raise BacktestError(f"{name}: the test origins hold {int(preds['y'].sum())} positives of {len(preds)} "
+                            "cases; metrics need both classes")
     baselines = [m for m in BASELINES if m not in unsupported and metrics.get(m)]
+    if not baselines:
+        raise BacktestError(f"{name}: no baseline could be scored on the test origins")
     best = max(baselines, key=lambda m: metrics[m]["pr_auc"])
     usable = [m for m in MODELS if m not in unsupported]
     cis, ratio_ci = bootstrap(preds, usable, settings.model.bootstrap, settings.model.seed, "lightgbm", best)

@@ -181,7 +181,8 @@ def run(ctx: click.Context, as_of: date | None, as_json: bool) -> None:
     out.print("stage seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.stage_seconds.items()))
     for note in result.data_notes:
         out.print(f"[yellow]note[/] {note}", highlight=False)
-    out.print(f"[bold]not built yet[/]: {', '.join(result.stages_not_built)} (no e-mail is sent)")
+    out.print(f"alerts: {result.alerts}; e-mails queued {result.emails_queued}, sent {result.emails_sent}, "
+              f"failed {result.emails_failed}", highlight=False)
 
 
 def _outcome_option(fn: F) -> F:
@@ -287,14 +288,15 @@ def models_list(ctx: click.Context) -> None:
     from risk.registry import Registry
 
     registry = Registry(_settings(ctx).paths.models)
-    champion = registry.champion()
+    champions = {r.outcome: registry.champion(r.outcome) for r in registry.list()}
     table = Table("", "model", "outcome", "trained as of", "origins", "backtest PR-AUC", "created",
-                  title="* = champion")
+                  title="* = champion of its outcome")
     for r in registry.list():
         m = r.metadata
         pr = f"{r.pr_auc:.3f}" if r.pr_auc is not None else ""
         years = m.get("training_origins", [])
         span = f"{years[0]}-{years[-1]}" if len(years) > 1 else "".join(map(str, years))
+        champion = champions.get(r.outcome)
         table.add_row("*" if champion and champion.model_id == r.model_id else "", r.model_id, m.get("outcome", ""),
                       m.get("as_of", ""), span, pr, m.get("created", ""))
     out.print(table)
@@ -324,13 +326,15 @@ def models_promote(ctx: click.Context, model_id: str) -> None:
 
 
 @models.command("rollback")
+@_outcome_option
 @click.pass_context
 @handles_errors
-def models_rollback(ctx: click.Context) -> None:
-    """Return to the previous champion."""
+def models_rollback(ctx: click.Context, outcome: str | None) -> None:
+    """Return an outcome to its previous champion."""
     from risk.registry import Registry
 
-    record = Registry(_settings(ctx).paths.models).rollback()
+    settings = _settings(ctx)
+    record = Registry(settings.paths.models).rollback(outcome or settings.model.outcome)
     out.print(f"champion: {record.model_id}", highlight=False)
 
 
@@ -386,3 +390,68 @@ def explain(ctx: click.Context, geoid: str, as_json: bool, png: Path | None) -> 
               f"(run {run_row['id']}, as of {run_row['as_of']}, model {record.model_id})", highlight=False)
     for d in doc["drivers"]:
         out.print(f"  - {d['sentence']}", highlight=False, markup=False)
+
+
+@main.group()
+def alerts() -> None:
+    """Preview or send this week's alert e-mails."""
+
+
+@alerts.command("preview")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Folder for the HTML previews (default: <reports>/preview).")
+@click.pass_context
+@handles_errors
+def alerts_preview(ctx: click.Context, out_dir: Path | None) -> None:
+    """Render every recipient's messages for the newest run to HTML files, without sending."""
+    from risk.digests import compose
+    from risk.messages import save_preview
+    from risk.pipeline import latest_outputs
+
+    settings = _settings(ctx)
+    out_dir = out_dir or settings.paths.reports / "preview"
+    with err.status("rendering messages"):
+        run_id, outputs, sources = latest_outputs(settings)
+        found, outgoing = compose(settings, sources.tracts, outputs)
+        paths = [save_preview(o.message, out_dir, f"{o.kind}-{o.recipient.replace('@', '_at_')}") for o in outgoing]
+    out.print(f"run {run_id}: {len(found)} alerts, {len(paths)} messages", highlight=False)
+    for p in paths:
+        out.print(f"  {p}", highlight=False)
+
+
+@alerts.command("send")
+@click.pass_context
+@handles_errors
+def alerts_send(ctx: click.Context) -> None:
+    """Send what is queued in the outbox."""
+    from risk.delivery import send_queued
+    from risk.store import engine_for
+
+    settings = _settings(ctx)
+    report = send_queued(engine_for(settings.paths.database), settings.delivery)
+    out.print(f"sent {report.sent}, failed {report.failed}, still queued {report.still_queued}", highlight=False)
+
+
+@main.group()
+def outbox() -> None:
+    """Inspect the durable outbox."""
+
+
+@outbox.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@handles_errors
+def outbox_list(ctx: click.Context, as_json: bool) -> None:
+    """Every message: key, week, recipient, state, attempts, last error."""
+    from risk.delivery import outbox_rows
+    from risk.store import engine_for
+
+    rows = outbox_rows(engine_for(_settings(ctx).paths.database))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table("week", "kind", "recipient", "state", "attempts", "last error", "subject")
+    for r in rows:
+        table.add_row(r["week"], r["kind"], r["recipient"], r["state"], str(r["attempts"]), r["last_error"] or "",
+                      r["subject"])
+    out.print(table)

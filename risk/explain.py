@@ -264,7 +264,7 @@ def _shap_explanation(expl: Explanation) -> Any:
                             data=expl.data.to_numpy(), feature_names=_labels(expl))
 
 
-def _save(path: Path | str, draw: Callable[[], None]) -> Path:
+def _save(path: Path | str, draw: Callable[[], None], dpi: int = 0) -> Path:
     """Draw on a fresh figure, save it as PNG through a temporary file in the same folder, always close it."""
     plt, _ = _pyplot_and_shap()
     target = Path(path)
@@ -274,14 +274,14 @@ def _save(path: Path | str, draw: Callable[[], None]) -> Path:
         draw()
         with atomic_path(target) as tmp:
             # the temporary name ends in .tmp, so the format must be named
-            plt.gcf().savefig(tmp, format="png", dpi=PLOT_DPI, bbox_inches="tight")
+            plt.gcf().savefig(tmp, format="png", dpi=dpi or PLOT_DPI, bbox_inches="tight")
     finally:
         for number in set(plt.get_fignums()) - before:  # ours only: a caller's open figures stay open
             plt.close(number)
     return target
 
 
-def waterfall_png(expl: Explanation, geoid: str, path: Path | str, max_display: int = 10) -> Path:
+def waterfall_png(expl: Explanation, geoid: str, path: Path | str, max_display: int = 10, dpi: int = 0) -> Path:
     """One tract's waterfall (base value to raw score, log-odds) with dictionary labels and values in their units."""
     plt, shap = _pyplot_and_shap()
     if geoid not in expl.values.index:
@@ -297,7 +297,7 @@ def waterfall_png(expl: Explanation, geoid: str, path: Path | str, max_display: 
         shap.plots.waterfall(single, max_display=max_display, show=False)
         plt.gcf().suptitle(f"Tract {geoid}: what moves its score (log-odds)", y=1.02)
 
-    return _save(path, draw)
+    return _save(path, draw, dpi)
 
 
 def beeswarm_png(expl: Explanation, path: Path | str, max_display: int = 12) -> Path:

@@ -99,10 +99,15 @@ def _renters(view: Sources, index: pd.Index) -> pd.Series:
     return _newest(view.demographics, "renter_households", index)
 
 
+def _missing_family(index: pd.Index, family: str) -> pd.DataFrame:
+    """Every feature of a family missing, and its coverage flag off: the starting point of a family."""
+    out = pd.DataFrame(np.nan, index=index, columns=[f.name for f in BASE_FEATURES if f.family == family])
+    out[f"cov_{family}"] = False
+    return out
+
+
 def _eviction_features(view: Sources, index: pd.Index, as_of: pd.Timestamp) -> pd.DataFrame:
-    names = [f.name for f in BASE_FEATURES if f.family == "evictions"]
-    out = pd.DataFrame(np.nan, index=index, columns=names)
-    out["cov_evictions"] = False
+    out = _missing_family(index, "evictions")
     ev = view.evictions
     if ev is None or ev.empty:
         return out
@@ -168,9 +173,8 @@ def _permit_window(view: Sources, covered: pd.Index, housing: pd.Series, as_of: 
 
 
 def _permit_features(view: Sources, index: pd.Index, as_of: pd.Timestamp) -> pd.DataFrame:
-    names = [f.name for f in BASE_FEATURES if f.family == "permits"]
-    out = pd.DataFrame(np.nan, index=index, columns=names)
-    out["cov_permits"] = False
+    out = _missing_family(index, "permits")
+    names = [c for c in out.columns if c != "cov_permits"]
     permits = view.permits
     if permits is None or permits.empty:
         return out

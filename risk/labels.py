@@ -75,13 +75,16 @@ class OutcomeError(RiskError):
 class EvictionSurge:
     """A statistically supported rise in eviction filings over (t, t+h] against the county trend.
 
-    Filings in the window (O, exposure E1 renter-household-years) are compared with
-    the baseline years up to t (B, E0). If the tract moved with the county, then
-    given n = B + O, O ~ Binomial(n, p0) with p0 = E1*k / (E0 + E1*k), k the county's
-    rate ratio: an exact conditional test of two Poisson rates, which needs no
-    estimate of the tract's true rate and so is not fooled by regression to the
-    mean. A tract is positive when the one-sided p-value is below ``alpha`` *and*
-    its rate ratio beats the county's by ``min_rise``.
+    Yearly filings in the window (O over h years) are compared with the baseline
+    years up to t (B over nb years). If the tract moved with the county (whose
+    yearly filings changed by k), then given n = B + O, O has mean n*p0 with
+    p0 = h*k / (nb + h*k): a conditional test of two rates that needs no estimate
+    of the tract's true level, so a quiet baseline is not by itself a surge. The
+    variance is the binomial one widened by the overdispersion of yearly counts
+    (estimated from the baseline years). Positive when the one-sided p-value is
+    below ``alpha`` and the tract's yearly filings rose ``min_rise`` more than the
+    county's. Eligibility uses only what is known at t: complete counts, renter
+    households and baseline filings.
     """
 
     name = "eviction_surge"
@@ -98,16 +101,25 @@ class EvictionSurge:
     def _year_end(self, year: int) -> date:
         return date(year, 12, 31) + self.lag
 
-    def _tables(self, sources: Sources) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def _counts(self, sources: Sources) -> pd.DataFrame:
         ev = sources.evictions
         if ev is None or ev.empty:
             raise OutcomeError("eviction_surge needs sources.evictions")
-        f = ev.pivot_table(index="geoid", columns="year", values="filings", aggfunc="sum")
-        r = ev.pivot_table(index="geoid", columns="year", values="renters", aggfunc="sum")
-        return f, r
+        return ev.pivot_table(index="geoid", columns="year", values="filings", aggfunc="sum")
+
+    def _renters(self, sources: Sources, origin: Origin) -> pd.Series:
+        """The newest census renter count released by the time the label is known.
+
+        Eviction Lab's yearly counts lean on censuses released years later; the
+        label must be computable at ``origin.closes`` so that training on it is
+        honest. With one count for both periods, exposure is renters x years.
+        """
+        d = sources.demographics
+        rows = d[(d["measure"] == "renter_households") & (d["released"] <= pd.Timestamp(origin.closes))]
+        return rows.sort_values(["geoid", "released", "vintage"]).groupby("geoid")["value"].last()
 
     def origins(self, sources: Sources) -> list[Origin]:
-        f, _ = self._tables(sources)
+        f = self._counts(sources)
         last = int(max(f.columns))
         h = self.cfg.horizon_years
         return [Origin(t, self._year_end(t), self._year_end(t + h)) for t in range(self.cfg.first_origin, last - h + 1)]
@@ -116,46 +128,69 @@ class EvictionSurge:
         base = list(range(t - self.cfg.baseline_years + 1, t + 1))
         return base, list(range(t + 1, t + self.cfg.horizon_years + 1))
 
-    def _label(self, f: pd.DataFrame, r: pd.DataFrame, t: int) -> pd.DataFrame:
+    @staticmethod
+    def dispersion(f: pd.DataFrame, years: list[int]) -> float:
+        """Pearson dispersion of yearly counts around each tract's level times the county's year pattern.
+
+        Filings vary more than Poisson from year to year (about 2 in King County);
+        estimated from the baseline years only, so it is known at the origin.
+        """
+        counts = f[years].dropna()
+        counts = counts[counts.sum(axis=1) >= 5]
+        if counts.empty:
+            return 1.0
+        pattern = counts.sum() / counts.to_numpy().sum()
+        expected = np.outer(counts.sum(axis=1), pattern)
+        chi2 = ((counts.to_numpy() - expected) ** 2 / np.where(expected > 0, expected, np.nan))
+        df = counts.shape[0] * (counts.shape[1] - 1)
+        return float(max(1.0, np.nansum(chi2) / df)) if df > 0 else 1.0
+
+    def _label(self, f: pd.DataFrame, renters: pd.Series, t: int) -> pd.DataFrame:
         base, window = self._windows(t)
-        cols = base + window
-        complete = f.reindex(columns=cols).notna().all(axis=1) & r.reindex(columns=cols).notna().all(axis=1)
+        nb, h = len(base), len(window)
+        complete = f.reindex(columns=base + window).notna().all(axis=1) & renters.reindex(f.index).notna()
         b, o = f[base].sum(axis=1), f[window].sum(axis=1)
-        e0, e1 = r[base].sum(axis=1), r[window].sum(axis=1)
-        k = (o[complete].sum() / e1[complete].sum()) / (b[complete].sum() / e0[complete].sum())
+        k = (o[complete].sum() / h) / (b[complete].sum() / nb)  # the county's change of yearly filings
         n = b + o
-        p0 = e1 * k / (e0 + e1 * k)
-        p_value = pd.Series(stats.binom.sf(o - 1, n, p0), index=f.index)
-        ratio = (o / e1) / (b / e0).where(b > 0)
-        eligible = complete & (r[t] >= self.cfg.min_renter_households) & (n >= self.cfg.min_filings)
-        rise = (ratio > k * (1 + self.cfg.min_rise)) | (b == 0)
-        y = (p_value < self.cfg.alpha) & rise
-        out = pd.DataFrame({"y": y.astype(int), "baseline_rate": 100 * b / e0, "window_rate": 100 * o / e1,
-                            "rate_ratio": ratio, "county_ratio": k, "p_value": p_value})
+        p0 = h * k / (nb + h * k)
+        phi = self.dispersion(f[complete], base)
+        # given n, O would be Binomial(n, p0) for Poisson counts; overdispersion widens it by phi
+        z = (o - n * p0) / np.sqrt(phi * n * p0 * (1 - p0)).where(n > 0)
+        p_value = pd.Series(stats.norm.sf(z), index=f.index)
+        ratio = (o / h) / (b / nb).where(b > 0)
+        r = renters.reindex(f.index)
+        eligible = complete & (r >= self.cfg.min_renter_households) & (b >= self.cfg.min_filings)
+        y = (p_value < self.cfg.alpha) & (ratio > k * (1 + self.cfg.min_rise))
+        out = pd.DataFrame({"y": y.astype(int), "baseline_rate": 100 * b / nb / r, "window_rate": 100 * o / h / r,
+                            "rate_ratio": ratio, "county_ratio": k, "dispersion": phi, "p_value": p_value})
         return out[eligible]
 
     def label(self, sources: Sources, origin: Origin) -> pd.DataFrame:
-        f, r = self._tables(sources)
-        return self._label(f, r, origin.year)
+        return self._label(self._counts(sources), self._renters(sources, origin), origin.year)
 
     def null_rate(self, sources: Sources, origin: Origin, rng: np.random.Generator, n: int) -> float:
-        f, r = self._tables(sources)
+        f = self._counts(sources)
+        renters = self._renters(sources, origin)
         base, window = self._windows(origin.year)
         years = base + window
-        county = f[years].sum() / r[years].sum()
-        # each tract keeps its own level and follows the county's year-to-year pattern exactly
-        level = f[years].sum(axis=1) / (r[years] * county).sum(axis=1)
+        phi = self.dispersion(f, base)
+        complete = f[years].dropna()
+        # each tract keeps its own level and follows the county's year pattern exactly,
+        # with the year-to-year overdispersion measured in the baseline years
+        pattern = complete.sum() / complete.to_numpy().sum()
+        mean = pd.DataFrame(np.outer(f[years].sum(axis=1), pattern), index=f.index, columns=years).fillna(0)
         rates = []
         for _ in range(n):
+            mu = mean.to_numpy()
+            lam = rng.gamma(mu / (phi - 1), phi - 1) if phi > 1 else mu
             sim = f.copy()
-            for y in years:
-                sim[y] = rng.poisson((level * r[y] * county[y]).fillna(0).to_numpy())
-            lab = self._label(sim, r, origin.year)
+            sim[years] = rng.poisson(np.where(mu > 0, lam, 0))
+            lab = self._label(sim, renters, origin.year)
             rates.append(lab["y"].mean() if len(lab) else 0.0)
         return float(np.mean(rates))
 
     def _known_counts(self, sources: Sources, origin: Origin) -> pd.DataFrame:
-        f, _ = self._tables(sources)
+        f = self._counts(sources)
         return f[[c for c in f.columns if c <= origin.year]]
 
     def persistence(self, sources: Sources, origin: Origin) -> pd.Series:

@@ -94,26 +94,28 @@ def bootstrap(frame: pd.DataFrame, models: list[str], n: int, seed: int, referen
 
 
 def lead_times(frame: pd.DataFrame, model: str, share: float = 0.10) -> dict[str, float]:
-    """How early positives were flagged: years from the first of an unbroken run of top-share flags to the outcome.
+    """How early positives were flagged: years from the first of an unbroken run of top-share flags to the
+    outcome window's close.
 
-    A positive at origin t (outcome window starting t+1) flagged at t, t-1, ...,
-    s without a gap has a lead of t + 1 - s years. Positives not flagged at t
-    have no lead and count as missed.
+    ``frame`` needs ``as_of`` and ``closes`` dates per origin. A positive at origin
+    t flagged at t, the origin before, ..., s without a gap has a lead of
+    closes(t) - as_of(s). Positives not flagged at t count as missed.
     """
     rows = frame[frame[model].notna()].copy()
     rows["top"] = _top(rows, model, share)
     origins = sorted(rows["origin"].unique())
+    as_of = rows.groupby("origin")["as_of"].first()
     flagged = {(o, g) for o, g, t in rows[["origin", "geoid", "top"]].itertuples(index=False) if t}
     leads = []
     positives = rows[rows["y"] == 1]
-    for origin, geoid in positives[["origin", "geoid"]].itertuples(index=False):
+    for origin, geoid, closes in positives[["origin", "geoid", "closes"]].itertuples(index=False):
         if (origin, geoid) not in flagged:
             continue
         i = origins.index(origin)
         while i > 0 and (origins[i - 1], geoid) in flagged:
             i -= 1
-        leads.append(origin + 1 - origins[i])
+        leads.append((pd.Timestamp(closes) - pd.Timestamp(as_of[origins[i]])).days / 365.25)
     total = len(positives)
     return {"positives": total, "flagged": len(leads), "share_flagged": len(leads) / total if total else float("nan"),
-            "median_lead_years": float(np.median(leads)) if leads else float("nan"),
-            "max_lead_years": float(max(leads)) if leads else float("nan")}
+            "median_lead_years": round(float(np.median(leads)), 2) if leads else float("nan"),
+            "max_lead_years": round(float(max(leads)), 2) if leads else float("nan")}

@@ -71,7 +71,9 @@ class Calibrator:
     def fit(cls, raw: np.ndarray, y: np.ndarray) -> Calibrator:
         """Fit on scores not used to train the model."""
         if len(np.unique(y)) < 2:
-            return cls(1.0, 0.0)
+            # one class on the calibration fold: predict its smoothed base rate rather than raw log-odds
+            rate = (y.sum() + 0.5) / (len(y) + 1.0)
+            return cls(0.0, float(np.log(rate / (1 - rate))))
         lr = LogisticRegression(C=1e6, max_iter=1000)
         lr.fit(raw.reshape(-1, 1), y)
         return cls(float(lr.coef_[0, 0]), float(lr.intercept_[0]))

@@ -2,8 +2,8 @@
 
 Load and validate the sources, build point-in-time features, train a model
 when the registry has no champion for the configured outcome, score every
-tract, explain every score and store the run. Alerts and delivery are later
-stages; ``run`` names them in its result as not built yet.
+tract, explain every score, store the run, decide alerts, queue the messages
+in the durable outbox and deliver them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ from pathlib import Path
 import pandas as pd
 
 from risk.backtest import run_backtest
+from risk.delivery import queue, send_queued
+from risk.digests import RunOutputs, compose
 from risk.explain import contributions, drivers
+from risk.dictionary import feature_names
 from risk.features import build_features
 from risk.files import atomic_path
 from risk.model import TrainedModel
@@ -25,10 +28,19 @@ from risk.report import write_report
 from risk.scores import score_tracts
 from risk.settings import Settings
 from risk.sources import Sources, load_sources
-from risk.store import engine_for, previous_scores, save_run
+from risk.errors import RiskError
+from risk.store import (
+    engine_for,
+    latest_decisions,
+    latest_run,
+    previous_scores,
+    run_drivers,
+    run_scores,
+    save_run,
+)
 from risk.training import train_and_register
 
-NOT_BUILT = ("alerts", "deliver")
+NOT_BUILT: tuple[str, ...] = ()
 DRIVERS_PER_TRACT = 5
 
 
@@ -44,6 +56,10 @@ class RunResult:
     model_id: str | None = None
     retrained: bool = False
     tiers: dict[str, int] = field(default_factory=dict)
+    alerts: int = 0
+    emails_queued: int = 0
+    emails_sent: int = 0
+    emails_failed: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
     data_notes: list[str] = field(default_factory=list)
     stages_not_built: tuple[str, ...] = NOT_BUILT
@@ -51,8 +67,10 @@ class RunResult:
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
         return {
-            "run_id": self.run_id, "status": "partial", "as_of": self.as_of.isoformat(), "model_id": self.model_id,
-            "retrained": self.retrained, "tracts_scored": self.tracts, "tiers": self.tiers,
+            "run_id": self.run_id, "status": "finished", "as_of": self.as_of.isoformat(), "model_id": self.model_id,
+            "retrained": self.retrained, "tracts_scored": self.tracts, "tiers": self.tiers, "alerts": self.alerts,
+            "emails_queued": self.emails_queued, "emails_sent": self.emails_sent,
+            "emails_failed": self.emails_failed,
             "features_path": str(self.features_path), "coverage": self.coverage,
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "data_notes": self.data_notes, "stages_not_built": list(self.stages_not_built),
@@ -94,8 +112,8 @@ def write_features(features: pd.DataFrame, path: Path) -> Path:
 def _champion(settings: Settings, sources: Sources, as_of: date) -> tuple[ModelRecord, bool]:
     """The champion for the configured outcome, trained first if there is none."""
     registry = Registry(settings.paths.models)
-    champion = registry.champion()
-    if champion is not None and champion.metadata.get("outcome") == settings.model.outcome:
+    champion = registry.champion(settings.model.outcome)
+    if champion is not None and champion.metadata.get("features") == feature_names(settings.features.spatial_lags):
         return champion, False
     result = run_backtest(settings, sources, settings.model.outcome)
     write_report(result, settings.paths.reports)
@@ -138,14 +156,41 @@ def run(settings: Settings, as_of: date | None = None, today: date | None = None
     model = record.load()
     lap("train")
     engine = engine_for(settings.paths.database)
-    table = score_tracts(model, features, previous_scores(engine), settings.model.tiers)
+    previous = previous_scores(engine)
+    table = score_tracts(model, features, previous, settings.model.tiers)
     lap("score")
     driver_rows = _driver_rows(model, features)
     lap("explain")
     run_id = save_run(engine, as_of, record.model_id, settings.model.outcome, table, driver_rows, started)
     lap("store")
+    notes = data_notes(features, sources)
+    outputs = RunOutputs(as_of, table, previous, latest_decisions(engine), driver_rows, features, model, notes)
+    alerts, outgoing = compose(settings, sources.tracts, outputs)
+    queued = queue(engine, run_id, outgoing)
+    lap("alerts")
+    sent = send_queued(engine, settings.delivery)
+    lap("deliver")
     coverage = {c.removeprefix("cov_"): int(features[c].sum()) for c in features.columns if c.startswith("cov_")}
     return RunResult(as_of=as_of, features_path=path, tracts=len(table), coverage=coverage, run_id=run_id,
                      model_id=record.model_id, retrained=retrained,
                      tiers={t: int((table["tier"] == t).sum()) for t in ("high", "elevated", "watch", "low")},
-                     stage_seconds=seconds, data_notes=data_notes(features, sources))
+                     alerts=len(alerts), emails_queued=queued, emails_sent=sent.sent, emails_failed=sent.failed,
+                     stage_seconds=seconds, data_notes=notes)
+
+
+def latest_outputs(settings: Settings) -> tuple[int, RunOutputs, Sources]:
+    """The newest stored run, reassembled for previews and re-sends."""
+    engine = engine_for(settings.paths.database)
+    row = latest_run(engine)
+    if row is None:
+        raise RiskError("no scoring run in the database yet: run `risk run` first")
+    sources = load_sources(settings)
+    path = settings.paths.features / f"features_{row['as_of'].isoformat()}.parquet"
+    if not path.exists():
+        raise RiskError(f"the features of run {row['id']} are missing ({path}): run `risk run` again")
+    features = pd.read_parquet(path)
+    model = Registry(settings.paths.models).get(row["model_id"]).load()
+    outputs = RunOutputs(row["as_of"], run_scores(engine, row["id"]), previous_scores(engine, before_run=row["id"]),
+                         latest_decisions(engine), run_drivers(engine, row["id"]), features, model,
+                         data_notes(features, sources))
+    return int(row["id"]), outputs, sources

@@ -41,6 +41,11 @@ class ModelRecord:
     metadata: dict
 
     @property
+    def outcome(self) -> str:
+        """The outcome the model predicts."""
+        return str(self.metadata.get("outcome", "unknown"))
+
+    @property
     def pr_auc(self) -> float | None:
         """Backtest PR-AUC of LightGBM, the promotion criterion."""
         value = self.metadata.get("backtest", {}).get("lightgbm", {}).get("pr_auc")
@@ -62,18 +67,23 @@ class Registry:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
-    def _pointer(self) -> dict:
+    def _pointers(self) -> dict:
         path = self.root / CHAMPION
         if not path.exists():
-            return {"champion": None, "previous": []}
+            return {}
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
+            return json.loads(path.read_text(encoding="utf-8")).get("outcomes", {})
+        except (OSError, json.JSONDecodeError, AttributeError) as e:
             raise RegistryError(f"cannot read {path}: {e}") from e
 
-    def _write_pointer(self, pointer: dict) -> None:
+    def _pointer(self, outcome: str) -> dict:
+        return self._pointers().get(outcome, {"champion": None, "previous": []})
+
+    def _write_pointer(self, outcome: str, pointer: dict) -> None:
+        pointers = self._pointers()
+        pointers[outcome] = pointer
         with atomic_path(self.root / CHAMPION) as tmp:
-            tmp.write_text(json.dumps(pointer, indent=2), encoding="utf-8")
+            tmp.write_text(json.dumps({"outcomes": pointers}, indent=2), encoding="utf-8")
 
     def list(self) -> list[ModelRecord]:
         """Every registered model, oldest first."""
@@ -98,9 +108,9 @@ class Registry:
             raise RegistryError(f"no model '{model_id}' in {self.root} (registered: {known})")
         return self._record(folder)
 
-    def champion(self) -> ModelRecord | None:
-        """The model that scores, if any."""
-        model_id = self._pointer().get("champion")
+    def champion(self, outcome: str) -> ModelRecord | None:
+        """The model that scores an outcome, if any (each outcome has its own champion)."""
+        model_id = self._pointer(outcome).get("champion")
         return self.get(model_id) if model_id else None
 
     def register(self, model: TrainedModel, metadata: dict, model_id: str) -> ModelRecord:
@@ -109,20 +119,27 @@ class Registry:
         target = self.root / model_id
         if target.exists():
             raise RegistryError(f"model '{model_id}' is already registered")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{model_id}.", dir=self.root))
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{model_id}.", dir=self.root))
+        except OSError as e:
+            raise RegistryError(f"cannot write to the model registry {self.root}: {e.strerror or e}") from e
         try:
             model.save(tmp)
             meta = {**metadata, "model_id": model_id, "created": datetime.now(UTC).isoformat(timespec="seconds"),
                     "libraries": library_versions()}
             (tmp / "metadata.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
             os.replace(tmp, target)
+        except OSError as e:
+            raise RegistryError(f"cannot write model {model_id} to {self.root}: {e.strerror or e}") from e
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return self._record(target)
 
     def consider(self, challenger: ModelRecord, tolerance: float) -> tuple[bool, str]:
-        """Promote the challenger unless its backtest PR-AUC is worse than the champion's by more than ``tolerance``."""
-        champion = self.champion()
+        """Promote the challenger unless its backtest PR-AUC is worse than the champion's by more than ``tolerance``.
+
+        Only models of the same outcome are compared: PR-AUCs of different outcomes are not comparable."""
+        champion = self.champion(challenger.outcome)
         if champion is None:
             self.promote(challenger.model_id)
             return True, "no champion yet"
@@ -135,21 +152,21 @@ class Registry:
         return True, f"challenger PR-AUC {challenger.pr_auc:.3f} against champion {champion.pr_auc:.3f}"
 
     def promote(self, model_id: str) -> ModelRecord:
-        """Make a model the champion, keeping the previous one for rollback."""
+        """Make a model the champion of its outcome, keeping the previous one for rollback."""
         record = self.get(model_id)
-        pointer = self._pointer()
+        pointer = self._pointer(record.outcome)
         if pointer.get("champion") and pointer["champion"] != model_id:
             pointer["previous"] = [pointer["champion"], *pointer.get("previous", [])]
         pointer["champion"] = model_id
-        self._write_pointer(pointer)
+        self._write_pointer(record.outcome, pointer)
         return record
 
-    def rollback(self) -> ModelRecord:
-        """Return to the previous champion."""
-        pointer = self._pointer()
+    def rollback(self, outcome: str) -> ModelRecord:
+        """Return an outcome to its previous champion."""
+        pointer = self._pointer(outcome)
         previous = pointer.get("previous", [])
         if not previous:
-            raise RegistryError("no previous champion to roll back to")
+            raise RegistryError(f"no previous {outcome} champion to roll back to")
         pointer["champion"], pointer["previous"] = previous[0], previous[1:]
-        self._write_pointer(pointer)
+        self._write_pointer(outcome, pointer)
         return self.get(previous[0])

@@ -54,7 +54,8 @@ InputPath = Annotated[Path, AfterValidator(_resolve), AfterValidator(_must_exist
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    # defaults are validated too, so a default path is resolved against the config folder like a given one
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True, validate_default=True)
 
 
 class RegionSettings(_Section):
@@ -91,9 +92,14 @@ class RegionSettings(_Section):
 class PathsSettings(_Section):
     """Where the system keeps its state; relative to the config file's folder."""
 
-    database: RelPath = Field(Path("state/risk.sqlite"), description="SQLite database of runs and scores.")
+    @field_validator("database")
+    @classmethod
+    def _database(cls, v: str, info: ValidationInfo) -> str:
+        return v if "://" in v else str(_resolve(Path(v), info))
+
+    database: str = Field("state/risk.sqlite", description="SQLite file of runs, scores and the outbox, or any "
+                          "SQLAlchemy URL (postgresql://...).")
     models: RelPath = Field(Path("models"), description="Trained model registry.")
-    outbox: RelPath = Field(Path("outbox"), description="Folder of outgoing e-mail files.")
     reports: RelPath = Field(Path("reports"), description="Backtest and explanation reports.")
     features: RelPath = Field(Path("state/features"), description="Feature tables written by `risk run`.")
 
@@ -231,7 +237,7 @@ class PermitFile(_Section):
         "`seattle_sdci` (`PermitNum`, `HousingUnitsAdded`...), or `auto` to detect from the header.",
     )
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, validate_default=True)
 
 
 class PermitsSource(_Section):
@@ -271,11 +277,11 @@ class FeatureSettings(_Section):
 class EvictionSurgeSettings(_Section):
     """`eviction_surge`: a statistically supported rise of a tract's eviction filings against the county."""
 
-    horizon_years: int = Field(2, ge=1, le=3, description="Outcome window (t, t+h] in years after the origin year t.")
+    horizon_years: int = Field(3, ge=1, le=3, description="Outcome window (t, t+h] in years after the origin year t.")
     baseline_years: int = Field(6, ge=1, le=6, description="Years up to and including t that form the baseline "
                                 "rate; a long baseline keeps one unusually quiet spell from passing for a surge.")
-    alpha: float = Field(0.01, gt=0, lt=0.5, description="One-sided significance level of the rise (exact conditional "
-                         "test of two Poisson rates against the county trend).")
+    alpha: float = Field(0.005, gt=0, lt=0.5, description="One-sided significance level of the rise (conditional test "
+                         "of two rates against the county trend, widened by the counts' overdispersion).")
     min_rise: float = Field(0.25, ge=0, description="The rate must also rise this much more than the county's (0.25 = 25%).")
     min_filings: int = Field(10, ge=0, description="Tracts with fewer filings in baseline and window together are not labelled.")
     min_renter_households: int = Field(200, ge=0, description="Tracts with fewer renter households at t are not labelled.")
@@ -329,6 +335,76 @@ class ModelSettings(_Section):
     tiers: TierSettings = TierSettings()
 
 
+class SmtpSettings(_Section):
+    """SMTP server; credentials only from the environment variables named here."""
+
+    host: str = Field("127.0.0.1", description="SMTP host.")
+    port: int = Field(25, ge=1, le=65535, description="SMTP port.")
+    security: Literal["none", "starttls", "ssl"] = Field("none", description="`none`, `starttls` or `ssl`.")
+    username_env: str | None = Field(None, description="Environment variable holding the SMTP user name.")
+    password_env: str | None = Field(None, description="Environment variable holding the SMTP password.")
+    timeout_s: float = Field(10.0, gt=0, description="Seconds before a connection or command times out.")
+
+
+class DeliverySettings(_Section):
+    """How messages leave the outbox."""
+
+    transport: Literal["file", "smtp"] = Field("file", description="`file` writes .eml files; `smtp` sends.")
+    outbox_dir: RelPath = Field(Path("outbox"), description="Folder of .eml files written by the file transport.")
+    from_: str = Field("Displacement alerts <alerts@example.org>", alias="from", description="Sender address.")
+    smtp: SmtpSettings = SmtpSettings()
+    max_attempts: int = Field(5, ge=1, description="Attempts for a temporary failure before it waits for the next run.")
+    backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles on each attempt.")
+    base_url: str = Field("http://127.0.0.1:8000", description="Web address of the review pages, for links.")
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, validate_default=True)
+
+    @field_validator("from_")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        from email.utils import parseaddr
+
+        if "@" not in parseaddr(v)[1] or "\n" in v or "\r" in v:
+            raise ValueError(f"not an e-mail address: {v!r}")
+        return v
+
+
+class Recipient(_Section):
+    """One subscriber."""
+
+    name: str = Field(description="Name shown in the greeting.")
+    email: str = Field(description="E-mail address.")
+    areas: tuple[str, ...] = Field(("all",), description="`all`, tract GEOIDs, 5-digit county FIPS, or named areas.")
+    immediate: bool = Field(False, description="Also send an immediate message for new high-tier alerts.")
+    empty_digest: bool = Field(False, description="Send a short 'no new alerts' digest when nothing alerts.")
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[^@\s<>(),;:\"]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", v.strip()):
+            raise ValueError(f"not a valid e-mail address: {v!r}")
+        return v.strip()
+
+
+class AlertSettings(_Section):
+    """Which tracts alert, and who hears about them."""
+
+    rise_points: float = Field(10.0, gt=0, description="Alert when the percentile rank rises this many points.")
+    probability: float = Field(0.25, gt=0, lt=1, description="Alert when the probability crosses this value.")
+    suppress_decisions: tuple[str, ...] = Field(
+        ("false_alarm", "escalated"), description="Review decisions after which a tract stays quiet ...")
+    suppress_margin_points: float = Field(
+        15.0, ge=0, description="... unless its percentile rank rises this many points above the decision's.")
+    recipients: tuple[Recipient, ...] = Field((), description="Subscribers.")
+    recipients_csv: InputPath | None = Field(None, description="CSV of more subscribers: name,email,areas,immediate.")
+    areas_file: InputPath | None = Field(None, description="GeoJSON of named areas (neighborhoods, council districts).")
+    areas_name_field: str = Field("name", description="Property holding an area's name in areas_file.")
+    top_waterfalls: int = Field(3, ge=0, le=10, description="SHAP waterfall pictures per digest.")
+    templates: RelPath | None = Field(None, description="Folder whose templates override the project's, file by file.")
+
+
 class Settings(_Section):
     """The whole configuration."""
 
@@ -337,6 +413,8 @@ class Settings(_Section):
     sources: SourcesSettings
     features: FeatureSettings = FeatureSettings()
     model: ModelSettings = ModelSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    alerts: AlertSettings = AlertSettings()
     config_path: Path = Field(Path("config.yaml"), description="Where this configuration was read from.")
 
     @property
@@ -426,7 +504,8 @@ def load_settings(path: str | os.PathLike[str]) -> Settings:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(str(path), [ConfigIssue("(top level)", "expected a mapping of sections")])
-    data = {**data, "config_path": path.resolve()}
+    # sections left out are built here, through validation, so their default paths get resolved too
+    data = {"paths": {}, "delivery": {}, "alerts": {}, **data, "config_path": path.resolve()}
     try:
         return Settings.model_validate(data, context={"base_dir": path.resolve().parent})
     except ValidationError as e:

@@ -67,13 +67,55 @@ drivers = Table(
 )
 
 
+outbox = Table(
+    "outbox", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("run_id", Integer, ForeignKey("runs.id")),
+    Column("week", String(10), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("recipient", String(320), nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("message_id", String(300), nullable=False),
+    Column("eml", Text, nullable=False),
+    Column("state", String(10), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True)),
+)
+
+reviews = Table(
+    "reviews", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("geoid", String(11), nullable=False, index=True),
+    Column("decision", String(20), nullable=False),
+    Column("note", Text, nullable=False, default=""),
+    Column("follow_up", Date),
+    Column("percentile", Float, nullable=False),
+    Column("user", String(100), nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def latest_decisions(engine: Engine) -> pd.DataFrame:
+    """The newest review decision per tract (index GEOID: decision, percentile, decided_at)."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(reviews).order_by(reviews.c.id)).mappings().all()
+    if not rows:
+        return pd.DataFrame(columns=["decision", "percentile", "decided_at"])
+    return pd.DataFrame(rows).groupby("geoid").last()[["decision", "percentile", "decided_at"]]
+
+
 def engine_for(url_or_path: str | Path) -> Engine:
     """An engine for a SQLAlchemy URL or a SQLite file path; tables are created if missing."""
     text = str(url_or_path)
-    if "://" not in text:
-        Path(text).parent.mkdir(parents=True, exist_ok=True)
-        text = f"sqlite:///{text}"
-    engine = create_engine(text)
+    try:
+        if "://" not in text:
+            Path(text).parent.mkdir(parents=True, exist_ok=True)
+            text = f"sqlite:///{text}"
+        engine = create_engine(text)
+    except (OSError, SQLAlchemyError, ImportError, ValueError) as e:
+        raise OutputError(f"cannot open the database {text}: {e}") from e
     if engine.dialect.name == "sqlite":
         @event.listens_for(engine, "connect")
         def _pragmas(conn, _record) -> None:  # noqa: ANN001
@@ -128,3 +170,18 @@ def run_scores(engine: Engine, run_id: int) -> pd.DataFrame:
     with engine.connect() as conn:
         rows = conn.execute(select(scores).where(scores.c.run_id == run_id)).mappings().all()
     return pd.DataFrame(rows).set_index("geoid") if rows else pd.DataFrame()
+
+
+def run_drivers(engine: Engine, run_id: int) -> pd.DataFrame:
+    """Driver rows of one run."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(drivers).where(drivers.c.run_id == run_id)).mappings().all()
+    return pd.DataFrame(rows)
+
+
+def latest_run(engine: Engine) -> dict | None:
+    """The newest finished run."""
+    with engine.connect() as conn:
+        row = conn.execute(select(runs).where(runs.c.status == "finished").order_by(runs.c.id.desc())
+                           .limit(1)).mappings().first()
+    return dict(row) if row else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import jinja2
@@ -10,8 +11,11 @@ TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 """The project's templates folder (top level of the checkout)."""
 
 
+@functools.lru_cache(maxsize=8)
 def environment(override: Path | None = None) -> jinja2.Environment:
-    """Templates from ``override`` first, then the project's; undefined variables are errors."""
+    """Templates from ``override`` first, then the project's; undefined variables are errors.
+
+    Cached: compiled templates are reused across the thousand messages of a week."""
     folders = [str(p) for p in (override, TEMPLATES) if p is not None]
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(folders),

@@ -48,6 +48,10 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
+from risk._typology_margins import (
+    Margins, change_class, count_loss, memo_scope, memoised, ratio_beyond, share_beyond, universe,
+)
+
 _Frame = TypeVar("_Frame", pd.Series, pd.DataFrame)
 
 SENTINEL_MAX = -1e8
@@ -124,16 +128,19 @@ def _raw(db: pd.DataFrame, col: str) -> pd.Series:
     return pd.to_numeric(db[col], errors="coerce").astype("float64")
 
 
+@memoised
 def _num(db: pd.DataFrame, col: str) -> pd.Series:
     """A numeric column with Census sentinels (<= -1e8) and infinities as NaN."""
     x = _raw(db, col)
-    return x.mask((x <= SENTINEL_MAX) | np.isinf(x))
+    v = x.to_numpy()
+    return pd.Series(np.where((v <= SENTINEL_MAX) | np.isinf(v), np.nan, v), index=x.index, name=x.name)
 
 
 def _opt(db: pd.DataFrame, col: str) -> pd.Series | None:
     return _num(db, col) if col in db.columns else None
 
 
+@memoised
 def _rm(db: pd.DataFrame, col: str) -> float:
     """Regional median: the median of tract values over the whole frame (UDP's meaning).
 
@@ -142,8 +149,9 @@ def _rm(db: pd.DataFrame, col: str) -> float:
     aboverm_* flags). A frame already cleaned to NaN gets the plain median: on
     Seattle 2018 a few thresholds move slightly but no typology label changes.
     """
-    x = _raw(db, col)
-    return float(x.mask(np.isinf(x)).median())
+    x = _raw(db, col).to_numpy()
+    x = x[~np.isnan(x) & ~np.isinf(x)]
+    return float(np.median(x)) if len(x) else float("nan")
 
 
 def _above(x: pd.Series, threshold: float) -> pd.Series:
@@ -180,6 +188,7 @@ def income_category(db: pd.DataFrame, v: str) -> pd.Series:
     return pd.Series(cat, index=db.index, dtype=object)
 
 
+@memoised
 def vulnerable(db: pd.DataFrame, v: str) -> pd.Series:
     """Vulnerable to gentrification at v.
 
@@ -196,55 +205,76 @@ def vulnerable(db: pd.DataFrame, v: str) -> pd.Series:
     return cheap & (score >= 3)
 
 
-def lost_low_income(db: pd.DataFrame, v0: str, v1: str) -> pd.Series:
-    """Any decline in the estimated low-income household count (UDP's lostli)."""
+def _share_change_above(db: pd.DataFrame, var: str, v0: str, v1: str, threshold: float, margins: Margins | None,
+                        *, of: str = "hh", above: bool = True) -> pd.Series:
+    """Share change v0 -> v1 above (below) threshold; with margins by z SE, the shares being of ``of`` units."""
+    p0, p1 = _num(db, f"{var}_{v0}"), _num(db, f"{var}_{v1}")
+    if margins is None:
+        return _above(p1 - p0, threshold) if above else ((p1 - p0) < threshold).fillna(False).astype(bool)
+    n0, n1 = universe(db, of, v0, v1), universe(db, of, v1, v0)
+    return share_beyond(p0, p1, n0, n1, v0, v1, threshold, margins, above=above)
+
+
+def _pct_above(pct: pd.Series, threshold: float, margins: Margins | None) -> pd.Series:
+    """A % change of a median above a % threshold; with margins, by z SE of the two medians (log scale)."""
+    return _above(pct, threshold) if margins is None else ratio_beyond(1 + pct, 1 + threshold, margins)
+
+
+def lost_low_income(db: pd.DataFrame, v0: str, v1: str, margins: Margins | None = None) -> pd.Series:
+    """Any decline in the estimated low-income household count (UDP's lostli); margins: see ``count_loss``."""
+    if margins is not None:
+        return count_loss(_num(db, f"all_li_count_{v0}"), _num(db, f"all_li_count_{v1}"), v0, v1, margins)
     return (_num(db, f"all_li_count_{v1}") < _num(db, f"all_li_count_{v0}")).fillna(False).astype(bool)
 
 
-def hot_market(db: pd.DataFrame, v0: str, v1: str, rent_from: str) -> pd.Series:
+def hot_market(db: pd.DataFrame, v0: str, v1: str, rent_from: str, margins: Margins | None = None) -> pd.Series:
     """Home-value change v0->v1 or rent change rent_from->v1 above the regional change.
 
     Checked: UDP's hotmarket_18 uses values 2000->2018 but rents 2012->2018.
     """
-    hv = _above(_pct(db, "real_mhval", v0, v1), _rm_pct(db, "real_mhval", v0, v1))
-    rent = _above(_pct(db, "real_mrent", rent_from, v1), _rm_pct(db, "real_mrent", rent_from, v1))
+    hv = _pct_above(_pct(db, "real_mhval", v0, v1), _rm_pct(db, "real_mhval", v0, v1), margins)
+    rent = _pct_above(_pct(db, "real_mrent", rent_from, v1), _rm_pct(db, "real_mrent", rent_from, v1), margins)
     return hv | rent
 
 
-def gentrified(db: pd.DataFrame, v0: str, v1: str, rent_from: str) -> tuple[pd.Series, pd.Series]:
+def gentrified(db: pd.DataFrame, v0: str, v1: str, rent_from: str,
+               margins: Margins | None = None) -> tuple[pd.Series, pd.Series]:
     """(urban, with loss): gentrified between v0 and v1.
 
     Vulnerable at v0, then above-regional change in the college-educated share
     (percentage points), in real median household income and a hot market. Outside
     dense areas UDP also requires a loss of low-income households.
     """
-    col = _num(db, f"per_col_{v1}") - _num(db, f"per_col_{v0}")
     rm_col = _rm(db, f"per_col_{v1}") - _rm(db, f"per_col_{v0}")
-    urban = (vulnerable(db, v0) & _above(col, rm_col)
-             & _above(_pct(db, "real_hinc", v0, v1), _rm_pct(db, "real_hinc", v0, v1))
-             & hot_market(db, v0, v1, rent_from))
-    return urban, urban & lost_low_income(db, v0, v1)
+    urban = (vulnerable(db, v0) & _share_change_above(db, "per_col", v0, v1, rm_col, margins)
+             & _pct_above(_pct(db, "real_hinc", v0, v1), _rm_pct(db, "real_hinc", v0, v1), margins)
+             & hot_market(db, v0, v1, rent_from, margins))
+    return urban, urban & lost_low_income(db, v0, v1, margins)
 
 
-def _change_class(x: pd.Series) -> pd.Series:
+def _change_class(x: pd.Series, margins: Margins | None = None) -> pd.Series:
     """0 decrease (< -5%), 1 marginal, 2 increase, 3 rapid increase, NaN unknown.
 
     Rapid = above the median of the tract changes that are increases (> 5%); checked
     against UDP's rent_/house_rapid_increase, where "regional median" means exactly that.
+    With margins each class needs its threshold passed by z SE, else marginal.
     """
     rapid = float(x[x > MARGINAL].median())
+    if margins is not None:
+        return change_class(x, MARGINAL, rapid, margins)
     out = pd.Series(np.select([x < -MARGINAL, x <= MARGINAL, x <= rapid, x > rapid], [0, 1, 2, 3], -1),
                     index=x.index, dtype="float64")
     return out.mask(out < 0)
 
 
-def cost_change(db: pd.DataFrame, base: str, current: str, rent_from: str) -> pd.Series:
+def cost_change(db: pd.DataFrame, base: str, current: str, rent_from: str,
+                margins: Margins | None = None) -> pd.Series:
     """Housing-cost change: 1 decrease or marginal, 2 increase, 3 rapid (UDP change_flag).
 
     Rents from rent_from, home values from base; the faster of the two counts.
     """
-    both = pd.concat([_change_class(_pct(db, "real_mrent", rent_from, current)),
-                      _change_class(_pct(db, "real_mhval", base, current))], axis=1).max(axis=1)
+    both = pd.concat([_change_class(_pct(db, "real_mrent", rent_from, current), margins),
+                      _change_class(_pct(db, "real_mhval", base, current), margins)], axis=1).max(axis=1)
     return both.clip(lower=1).fillna(1).astype(int)
 
 
@@ -265,9 +295,10 @@ def affordability(db: pd.DataFrame, current: str) -> pd.Series:
     return pd.Series(code, index=db.index, dtype=int)
 
 
+@memo_scope
 def classify(db: pd.DataFrame, *, current: str = "18", base: str = "00", past: str | None = "90",
              rent_from: str | None = "12", lags: pd.DataFrame | None = None,
-             students: pd.Series | None = None) -> pd.DataFrame:
+             students: pd.Series | None = None, margins: Margins | None = None) -> pd.DataFrame:
     """Typology per tract from a UDP-database-shaped frame (index = 11-char GEOIDs).
 
     ``current``/``base``/``past`` play UDP's 2018/2000/1990 roles; ``rent_from`` the
@@ -281,6 +312,13 @@ def classify(db: pd.DataFrame, *, current: str = "18", base: str = "00", past: s
     (on Seattle 2018 this costs 1.7 points of agreement: the 12 ARG tracts become
     LISD or EOG) and every tract is non-dense. ``students``: tracts with more than
     30% college/graduate students (High Student Population); None -> none.
+
+    ``margins`` (:class:`Margins`; None, the default, keeps UDP's point rules) makes
+    every change test noise-aware, on purpose unlike UDP: each change (against the
+    regional change, the cost classes, the 50%/90% and Zillow criteria, in-movers,
+    income; so the gentrification tests and the map-step amendment too) must pass its
+    threshold by z SE of the two survey estimates; the low-income loss is LowIncomeLoss's
+    test plus an actual decline. Level tests (income, vulnerability, housing) are UDP's.
 
     Sentinels (<= -1e8) and infinities are treated as missing tract values.
     Returns ``typology`` plus the intermediate flags.
@@ -311,38 +349,40 @@ def classify(db: pd.DataFrame, *, current: str = "18", base: str = "00", past: s
         out["vul_past"] = vulnerable(db, past)
     out["vul_base"] = vulnerable(db, base)
     out["vul_current"] = vulnerable(db, current)
-    out["hot_current"] = hot_market(db, base, current, rent0)
-    out["lost_li"] = lost_low_income(db, base, current)
+    out["hot_current"] = hot_market(db, base, current, rent0, margins)
+    out["lost_li"] = lost_low_income(db, base, current, margins)
 
     no = pd.Series(False, index=idx)
     if past is not None:  # the earlier period has no mid-point rent: rents past -> base
-        out["hot_base"] = hot_market(db, past, base, past)
-        g_old_urban, g_old_loss = gentrified(db, past, base, past)
+        out["hot_base"] = hot_market(db, past, base, past, margins)
+        g_old_urban, g_old_loss = gentrified(db, past, base, past, margins)
     else:
         g_old_urban = g_old_loss = no
-    g_new_urban, g_new_loss = gentrified(db, base, current, rent0)
+    g_new_urban, g_new_loss = gentrified(db, base, current, rent0, margins)
     # Dense tracts count as gentrified on the urban test; the others need a loss too.
     out["gent_past_base_urban"], out["gent_base_current_urban"] = g_old_urban, g_new_urban
     out["gent_past_base"] = g_old_urban.where(flag["dense"], g_old_loss)
     out["gent_base_current"] = g_new_urban.where(flag["dense"], g_new_loss)
     gent = out["gent_past_base"] | out["gent_base_current"]
 
-    out["cost_change"] = change = cost_change(db, base, current, rent0)
+    out["cost_change"] = change = cost_change(db, base, current, rent0, margins)
     out["housing"] = lmh = affordability(db, current)
     # Checked: "Zillow 90th percentile" is a tract percentile, while the ACS rent
     # counterpart is a literal > 90% change; the 50% criteria are > 50% changes.
     rent_ch = _pct(db, "real_mrent", rent0, current)
-    spike, strong = _above(rent_ch, 0.9), _above(rent_ch, 0.5)
+    spike, strong = _pct_above(rent_ch, 0.9, margins), _pct_above(rent_ch, 0.5, margins)
     zillow = _opt(db, f"per_ch_zillow_{rent_from}_{current}") if rent_from is not None else None
     if zillow is not None:
-        spike |= _above(zillow, float(zillow.quantile(0.9)))
-        strong |= _above(zillow, 0.5)
-    movers = [_opt(db, f"per_limove_{v}") for v in (rent_from, current)] if rent_from else [None]
-    if all(m is not None for m in movers):
-        fewer_li_movers = (movers[1] < movers[0]).fillna(False).astype(bool)
+        spike |= _pct_above(zillow, float(zillow.quantile(0.9)), margins)
+        strong |= _pct_above(zillow, 0.5, margins)
+    movers = [f"per_limove_{v}" in db.columns for v in (rent_from, current)] if rent_from else [False]
+    if all(movers):
+        fewer_li_movers = _share_change_above(db, "per_limove", str(rent_from), current, 0.0, margins,
+                                              of="mov_tot_w_income", above=False)  # UDP: any fall
     else:
         fewer_li_movers = ~no  # skipped "and" criterion
-    richer = (_num(db, f"real_hinc_{current}") > _num(db, f"real_hinc_{base}")).fillna(False)
+    richer = (_num(db, f"real_hinc_{current}") > _num(db, f"real_hinc_{base}")).fillna(False) if margins is None \
+        else ratio_beyond(_num(db, f"real_hinc_{current}") / _num(db, f"real_hinc_{base}"), 1.0, margins)
     pressure = flag["dp_PChRent"] | flag["dp_RentGap"]
 
     out["OD"] = low & out["lost_li"]

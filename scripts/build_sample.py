@@ -62,6 +62,7 @@ def main() -> None:
 
     shutil.copyfile(src / "king_tracts_2010.geojson", OUT / "king_tracts_2010.geojson")
     _seattle_tracts(OUT / "king_tracts_2010.geojson", [legacy, sdci])
+    _areas(OUT / "king_tracts_2010.geojson", OUT / "seattle_permit_tracts.csv")
 
 
 def _seattle_tracts(boundaries: Path, permit_frames: list[pd.DataFrame]) -> None:
@@ -75,6 +76,19 @@ def _seattle_tracts(boundaries: Path, permit_frames: list[pd.DataFrame]) -> None
     # a tract with one or two stray points is a geocoding edge, not the city's jurisdiction
     city = sorted(hit[hit >= 3].index)
     pd.DataFrame({"GEOID": city}).to_csv(OUT / "seattle_permit_tracts.csv", index=False)
+
+
+def _areas(boundaries: Path, city_tracts: Path) -> None:
+    """Named areas for subscriptions: the City of Seattle (its tracts) and the rest of the county."""
+    import geopandas as gpd
+
+    tracts = gpd.read_file(boundaries)
+    city = pd.read_csv(city_tracts, dtype=str)["GEOID"]
+    inside = tracts["GEOID"].isin(city)
+    areas = gpd.GeoDataFrame({"name": ["Seattle", "King County outside Seattle"]},
+                             geometry=[tracts[inside].union_all(), tracts[~inside].union_all()], crs=tracts.crs)
+    areas["geometry"] = areas.geometry.simplify(0.0005)
+    areas.to_file(OUT / "areas.geojson", driver="GeoJSON", COORDINATE_PRECISION=5)
 
 
 if __name__ == "__main__":

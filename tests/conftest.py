@@ -52,3 +52,11 @@ def shared_sources() -> Sources:
     """The full King County files in ../shared/data, Zillow included."""
     assert SHARED.exists(), "tests using shared_sources must be marked needs_shared"
     return load_sources(load_settings(SHARED_CONFIG))
+
+
+def bundled_config_copy(folder: Path, extra: str = "") -> Path:
+    """The bundled config.yaml in ``folder`` (so state goes there), its data paths made absolute."""
+    text = BUNDLED_CONFIG.read_text().replace(": data/", f": {ROOT}/data/")
+    config = folder / "config.yaml"
+    config.write_text(text + extra)
+    return config

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import BUNDLED_CONFIG
+from conftest import bundled_config_copy
 
 from risk.backtest import MODELS, Backtest, run_backtest
 from risk.cli import main
@@ -77,10 +77,7 @@ def test_low_income_backtest_trains_on_1990_and_tests_on_2000(bundled_settings: 
 
 
 def test_backtest_cli_prints_one_json_object(tmp_path: Path) -> None:
-    text = BUNDLED_CONFIG.read_text().replace("path: data/", f"path: {BUNDLED_CONFIG.parent}/data/").replace(
-        "coverage_tracts: data/", f"coverage_tracts: {BUNDLED_CONFIG.parent}/data/")
-    config = tmp_path / "config.yaml"
-    config.write_text(text + "\nmodel: {bootstrap: 50, null_simulations: 5}\n")
+    config = bundled_config_copy(tmp_path, "\nmodel: {bootstrap: 50, null_simulations: 5}\n")
     result = CliRunner().invoke(main, ["--config", str(config), "backtest", "--outcome", "low_income_loss", "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)

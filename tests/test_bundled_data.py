@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import BUNDLED_CONFIG, ROOT, SHARED, SHARED_CONFIG, needs_shared
+from conftest import BUNDLED_CONFIG, ROOT, SHARED, SHARED_CONFIG, bundled_config_copy, needs_shared
 
 from risk.features import build_features
 from risk.settings import DemographicsSource, RegionSettings, Settings
@@ -72,18 +72,17 @@ def test_bundled_features_match_the_full_data_where_the_bundle_has_the_family(
     pd.testing.assert_frame_equal(a.drop(columns=zillow), b.drop(columns=zillow))
 
 
-def test_quick_start_run_trains_scores_explains_and_says_what_is_not_built(tmp_path: Path) -> None:
+def test_quick_start_run_trains_scores_explains_and_leaves_eml_files(tmp_path: Path) -> None:
     # a copy of the bundled config whose state goes to a temporary folder
-    text = BUNDLED_CONFIG.read_text().replace("path: data/", f"path: {ROOT}/data/").replace(
-        "coverage_tracts: data/", f"coverage_tracts: {ROOT}/data/")
-    config = tmp_path / "config.yaml"
-    config.write_text(text + "\nmodel: {bootstrap: 50, null_simulations: 5}\n")
+    config = bundled_config_copy(tmp_path, "\nmodel: {bootstrap: 50, null_simulations: 5}\n")
     result = _risk("run", "--json", config=config, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["status"] == "partial" and summary["tracts_scored"] == KING_TRACTS
+    assert summary["status"] == "finished" and summary["tracts_scored"] == KING_TRACTS
     assert summary["retrained"] and summary["model_id"].startswith("eviction_surge-")
-    assert summary["stages_not_built"] == ["alerts", "deliver"]
+    assert summary["stages_not_built"] == []
+    assert summary["alerts"] > 0 and summary["emails_sent"] == summary["emails_queued"] > 0
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == summary["emails_sent"]
     assert sum(summary["tiers"].values()) == KING_TRACTS and summary["tiers"]["high"] > 0
     assert Path(summary["features_path"]).is_relative_to(tmp_path / "state" / "features")
     assert (tmp_path / "models" / summary["model_id"] / "model.txt").exists()
@@ -92,6 +91,7 @@ def test_quick_start_run_trains_scores_explains_and_says_what_is_not_built(tmp_p
     # a second run reuses the champion and reports changes since the first
     again = json.loads(_risk("run", "--json", config=config, cwd=tmp_path).stdout)
     assert not again["retrained"] and again["model_id"] == summary["model_id"] and again["run_id"] == 2
+    assert again["emails_queued"] == 0  # the same week again: nothing is sent twice
 
     explained = _risk("explain", "53033000100", "--json", "--png", str(tmp_path / "w.png"), config=config)
     assert explained.returncode == 0, explained.stderr

@@ -78,15 +78,15 @@ def _register(registry: Registry, rows, model_id: str, pr_auc: float):
 def test_registry_refuses_a_worse_challenger_and_accepts_one_within_tolerance(rows, tmp_path: Path) -> None:
     registry = Registry(tmp_path / "models")
     first = _register(registry, rows, "m1", 0.30)
-    assert registry.consider(first, 0.02)[0] and registry.champion().model_id == "m1"
+    assert registry.consider(first, 0.02)[0] and registry.champion("eviction_surge").model_id == "m1"
     worse = _register(registry, rows, "m2", 0.25)
     promoted, reason = registry.consider(worse, 0.02)
-    assert not promoted and "worse" in reason and registry.champion().model_id == "m1"
+    assert not promoted and "worse" in reason and registry.champion("eviction_surge").model_id == "m1"
     close = _register(registry, rows, "m3", 0.29)
-    assert registry.consider(close, 0.02)[0] and registry.champion().model_id == "m3"
-    assert registry.rollback().model_id == "m1" and registry.champion().model_id == "m1"
+    assert registry.consider(close, 0.02)[0] and registry.champion("eviction_surge").model_id == "m3"
+    assert registry.rollback("eviction_surge").model_id == "m1" and registry.champion("eviction_surge").model_id == "m1"
     with pytest.raises(RegistryError):
-        registry.rollback()
+        registry.rollback("eviction_surge")
 
 
 def test_registry_folders_hold_model_metadata_and_versions(rows, tmp_path: Path) -> None:
@@ -101,3 +101,13 @@ def test_an_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="no model 'nope'"):
         Registry(tmp_path).get("nope")
 
+
+
+def test_models_of_different_outcomes_do_not_compete(rows, tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    registry.consider(_register(registry, rows, "e1", 0.30), 0.02)
+    other = registry.register(_model(rows), {"outcome": "low_income_loss",
+                                             "backtest": {"lightgbm": {"pr_auc": 0.05}}}, "l1")
+    assert registry.consider(other, 0.02)[0]
+    assert registry.champion("eviction_surge").model_id == "e1"
+    assert registry.champion("low_income_loss").model_id == "l1"

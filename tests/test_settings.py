@@ -23,7 +23,7 @@ def _replace(path: Path, old: str, new: str) -> None:
 def test_paths_resolve_against_the_config_folder_not_the_working_folder(world: World, monkeypatch) -> None:
     monkeypatch.chdir("/")
     s = load_settings(world.config)
-    assert s.paths.database == world.root / "state" / "risk.sqlite"
+    assert s.paths.database == str(world.root / "state" / "risk.sqlite")
     assert s.sources.evictions is not None and s.sources.evictions.path == world.evictions
 
 
@@ -39,7 +39,7 @@ def test_unknown_key_is_named_with_its_line_and_a_suggestion(world: World) -> No
         load_settings(world.config)
     (issue,) = e.value.issues
     assert issue.key == "sources.evictions.available_after_dayz"
-    assert issue.line == 21
+    assert issue.line == 20
     assert "did you mean 'available_after_days'" in issue.message
 
 
@@ -74,7 +74,7 @@ def test_config_check_exits_2_with_one_line_per_problem(world: World) -> None:
     _replace(world.config, "    available_after_days: 60", "    available_after_days: -5")
     result = CliRunner().invoke(main, ["--config", str(world.config), "config", "check"])
     assert result.exit_code == 2
-    assert "sources.evictions.available_after_days (line 21): Input should be greater than or equal to 0" in result.stderr
+    assert "sources.evictions.available_after_days (line 20): Input should be greater than or equal to 0" in result.stderr
     assert "Traceback" not in result.output
 
 
@@ -107,3 +107,8 @@ def test_every_key_has_help_text() -> None:
 def test_the_bundled_config_is_valid() -> None:
     s = load_settings(Path(__file__).resolve().parents[1] / "config.yaml")
     assert s.sources.rent.format == "none"  # the bundle carries no Zillow data
+
+
+def test_the_database_may_be_any_sqlalchemy_url(world: World) -> None:
+    _replace(world.config, "  database: state/risk.sqlite", "  database: postgresql://risk@db.example/risk")
+    assert load_settings(world.config).paths.database == "postgresql://risk@db.example/risk"

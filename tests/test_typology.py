@@ -10,7 +10,7 @@ import pytest
 
 from risk.typology import (
     ADVG, ARG, CATEGORIES, DISPLACEMENT_OR_GENTRIFICATION, EOG, LISD, OD, RISK_ORDER, SAE, STUDENT,
-    UNAVAILABLE, classify,
+    UNAVAILABLE, Margins, classify,
 )
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "seattle"
@@ -109,10 +109,11 @@ def _region(n: int = 9) -> pd.DataFrame:
                  f"per_rent_{v}": 0.4 * spread, f"per_col_{v}": 0.3 * spread,
                  f"real_mrent_{v}": rent * spread, f"real_mhval_{v}": value * spread,
                  f"real_hinc_{v}": hinc * spread, f"inc80_{v}": 0.35 * spread,
-                 f"all_li_count_{v}": 500 * spread, f"pop_{v}": 3000 * spread}
+                 f"all_li_count_{v}": 500 * spread, f"pop_{v}": 3000 * spread, f"hh_{v}": 2000 * spread}
         if v != "90":
             cols[f"inc120_{v}"] = 0.6 * spread
     cols |= {"real_mrent_12": 1060 * spread, "per_limove_12": 0.4 * spread, "per_limove_18": 0.4 * spread,
+             "mov_tot_w_income_12": 300 * spread, "mov_tot_w_income_18": 300 * spread,
              "lmh_flag_encoded": np.full(n, 2)}
     return pd.DataFrame(cols, index=[f"530330{i:05d}" for i in range(n)])
 
@@ -183,3 +184,69 @@ def test_risk_order_covers_categories() -> None:
     assert set(RISK_ORDER) == set(CATEGORIES) and len(CATEGORIES) == 11
     assert DISPLACEMENT_OR_GENTRIFICATION <= set(CATEGORIES)
     assert RISK_ORDER[OD] > RISK_ORDER[ARG] > RISK_ORDER[LISD] > RISK_ORDER[ADVG] > RISK_ORDER[SAE]
+
+
+# --- noise-aware change tests (margins), used by the typology_transition outcome -------------------------
+
+
+def test_margins_default_is_udp_and_margins_only_remove_category_entries(seattle: tuple) -> None:
+    """With margins every change flag is a subset of UDP's, so (without lags) D/G labels only go away."""
+    db, _, published = seattle
+    plain, robust = classify(db), classify(db, margins=Margins())
+    pd.testing.assert_frame_equal(classify(db, margins=None), plain)
+    for flag in ("lost_li", "hot_current", "hot_base", "gent_past_base_urban", "gent_base_current_urban",
+                 "gent_past_base", "gent_base_current"):
+        assert not (robust[flag] & ~plain[flag]).any(), flag
+        assert robust[flag].sum() < plain[flag].sum() or not plain[flag].any(), flag
+    assert (robust["cost_change"] <= plain["cost_change"]).all()
+    dg_plain, dg_robust = plain["typology"].isin(DISPLACEMENT_OR_GENTRIFICATION), \
+        robust["typology"].isin(DISPLACEMENT_OR_GENTRIFICATION)
+    assert not (dg_robust & ~dg_plain).any()
+    print(f"\nSeattle 2018 D/G tracts: UDP rules {int(dg_plain.sum())}, noise-aware {int(dg_robust.sum())}; "
+          f"lost_li {int(plain['lost_li'].sum())} -> {int(robust['lost_li'].sum())}")
+    assert 0 < dg_robust.sum() < dg_plain.sum()
+    # level tests are untouched
+    for col in ("income", "income_base", "vul_past", "vul_base", "vul_current", "housing", "enough_people"):
+        pd.testing.assert_series_equal(robust[col], plain[col])
+
+
+def test_margins_keep_a_large_loss_and_drop_a_noise_level_one() -> None:
+    frame = _region()
+    for row in (0, 1):
+        _vulnerable_low_income(frame, row)
+    _set(frame, 0, all_li_count_00=900, all_li_count_18=450, lmh_flag_encoded=1)  # -50%: beyond ~2 SE (22%)
+    _set(frame, 1, all_li_count_00=900, all_li_count_18=860, lmh_flag_encoded=1)  # -4%: within the noise
+    plain, robust = classify(frame), classify(frame, margins=Margins())
+    assert list(plain["typology"].iloc[:2]) == [OD, OD]
+    assert list(robust["lost_li"].iloc[:2]) == [True, False]
+    assert list(robust["typology"].iloc[:2]) == [OD, LISD]
+
+
+def test_margins_gentrification_needs_changes_beyond_the_noise() -> None:
+    frame = _region()
+    for row in (0, 1):
+        _vulnerable_low_income(frame, row)
+    # tract 0: far beyond the region (graduates +40 pp, income +50%, home value x2.5, half the LI households gone)
+    _set(frame, 0, all_li_count_00=900, all_li_count_18=450, per_col_18=0.5, real_hinc_18=45e3,
+         real_mhval_18=300e3, inc80_18=0.6, lmh_flag_encoded=2)
+    # tract 1: just above the regional changes (+4 pp, +10% vs +3%, +25% vs +20%, -2% LI households)
+    _set(frame, 1, all_li_count_00=900, all_li_count_18=880, per_col_18=0.14, real_hinc_18=33e3,
+         real_mhval_18=150e3, inc80_18=0.6, lmh_flag_encoded=2)
+    plain, robust = classify(frame), classify(frame, margins=Margins())
+    assert plain["gent_base_current_urban"].iloc[:2].all() and list(plain["typology"].iloc[:2]) == [EOG, EOG]
+    assert list(robust["gent_base_current_urban"].iloc[:2]) == [True, False]
+    assert robust["cost_change"].iloc[0] == 3
+    assert list(robust["typology"].iloc[:2]) == [EOG, LISD]
+    # the share tests size their errors from the households: without any hh column margins cannot be applied
+    with pytest.raises(KeyError, match="hh_"):
+        classify(frame.drop(columns=[c for c in frame.columns if c.startswith("hh_")]), margins=Margins())
+
+
+def test_margins_validate() -> None:
+    assert Margins().fraction("00") == pytest.approx(1 / 6) and Margins().fraction("24") == 0.08
+    with pytest.raises(ValueError):
+        Margins(z=-1)
+    with pytest.raises(ValueError):
+        Margins(sample_fractions={"00": 0.0})
+    with pytest.raises(ValueError):
+        Margins(min_loss=1.0)

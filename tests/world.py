@@ -168,7 +168,6 @@ region:
 paths:
   database: state/risk.sqlite
   models: models
-  outbox: outbox
   reports: reports
   features: state/features
 sources:

@@ -1,0 +1,160 @@
+"""The durable outbox and its transports: every message is stored before any send, sent at most once.
+
+A message enters the outbox (SQLite) with its idempotency key before any
+attempt; queueing the same key again does nothing, so re-running a week sends
+nothing twice. Temporary failures (4xx replies, refused connections,
+timeouts) are retried with exponential backoff and, if they persist, left
+queued for the next run; permanent ones (5xx) end as ``failed`` with the
+server's reason.
+"""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email import message_from_string, policy
+from email.message import EmailMessage
+
+from sqlalchemy import Engine, insert, select, update
+
+from risk.files import atomic_path
+from risk.settings import DeliverySettings
+from risk.store import outbox
+
+
+class TemporaryFailure(Exception):
+    """Worth trying again later."""
+
+
+class PermanentFailure(Exception):
+    """Will not succeed by retrying."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A rendered message and its idempotency key."""
+
+    key: str
+    week: str
+    kind: str
+    recipient: str
+    message: EmailMessage
+
+
+def queue(engine: Engine, run_id: int | None, items: list[Outgoing]) -> int:
+    """Store messages not yet in the outbox; returns how many were new."""
+    with engine.begin() as conn:
+        known = set(conn.execute(select(outbox.c.key).where(outbox.c.key.in_([i.key for i in items]))).scalars())
+        fresh = []
+        for i in items:  # one address listed twice makes the same key twice: keep the first
+            if i.key not in known:
+                known.add(i.key)
+                fresh.append(i)
+        if fresh:
+            now = datetime.now(UTC)
+            conn.execute(insert(outbox), [{
+                "key": i.key, "run_id": run_id, "week": i.week, "kind": i.kind, "recipient": i.recipient,
+                "subject": str(i.message["Subject"]), "message_id": str(i.message["Message-ID"]),
+                "eml": i.message.as_string(policy=policy.SMTP), "state": "queued", "attempts": 0,
+                "created_at": now} for i in fresh])
+    return len(fresh)
+
+
+def _smtp_send(cfg: DeliverySettings, msg: EmailMessage, recipient: str) -> None:
+    s = cfg.smtp
+    try:
+        if s.security == "ssl":
+            client: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_s,
+                                                    context=ssl.create_default_context())
+        else:
+            client = smtplib.SMTP(s.host, s.port, timeout=s.timeout_s)
+        with client:
+            if s.security == "starttls":
+                client.starttls(context=ssl.create_default_context())
+            user = os.environ.get(s.username_env) if s.username_env else None
+            password = os.environ.get(s.password_env) if s.password_env else None
+            if user and password:
+                client.login(user, password)
+            client.send_message(msg, to_addrs=[recipient])
+    except smtplib.SMTPRecipientsRefused as e:
+        code, reason = next(iter(e.recipients.values()))
+        raise (TemporaryFailure if 400 <= code < 500 else PermanentFailure)(f"{code} {reason.decode(errors='replace')}") from e
+    except smtplib.SMTPResponseException as e:
+        error = e.smtp_error.decode(errors="replace") if isinstance(e.smtp_error, bytes) else str(e.smtp_error)
+        raise (TemporaryFailure if 400 <= e.smtp_code < 500 else PermanentFailure)(f"{e.smtp_code} {error}") from e
+    except (smtplib.SMTPServerDisconnected, ConnectionError, socket.timeout, OSError) as e:
+        raise TemporaryFailure(f"{type(e).__name__}: {e}") from e
+
+
+def _file_send(cfg: DeliverySettings, msg: EmailMessage, key: str) -> None:
+    with atomic_path(cfg.outbox_dir / f"{key}.eml") as tmp:
+        tmp.write_bytes(msg.as_bytes(policy=policy.SMTP))
+
+
+def transport(cfg: DeliverySettings) -> Callable[[EmailMessage, str, str], None]:
+    """A function sending one message to one recipient (key names the file for the file transport)."""
+    if cfg.transport == "file":
+        return lambda msg, recipient, key: _file_send(cfg, msg, key)
+    return lambda msg, recipient, key: _smtp_send(cfg, msg, recipient)
+
+
+@dataclass
+class SendReport:
+    """What one pass over the outbox did."""
+
+    sent: int = 0
+    failed: int = 0
+    still_queued: int = 0
+
+
+def send_queued(engine: Engine, cfg: DeliverySettings, sleep: Callable[[float], None] = time.sleep) -> SendReport:
+    """Try every queued message; mark each sent, failed, or leave it queued after temporary failures."""
+    send = transport(cfg)
+    report = SendReport()
+    with engine.connect() as conn:
+        pending = conn.execute(select(outbox.c.key, outbox.c.recipient, outbox.c.eml, outbox.c.attempts)
+                               .where(outbox.c.state == "queued").order_by(outbox.c.created_at)).all()
+    for key, recipient, eml, attempts in pending:
+        # claim the message first, so a second sender running at the same time skips it
+        with engine.begin() as conn:
+            claimed = conn.execute(update(outbox).where(outbox.c.key == key, outbox.c.state == "queued")
+                                   .values(state="sending")).rowcount
+        if not claimed:
+            continue
+        msg = message_from_string(eml, policy=policy.SMTP)
+        state, error, delay = "queued", None, cfg.backoff_s
+        for attempt in range(1, cfg.max_attempts + 1):
+            attempts += 1
+            try:
+                send(msg, recipient, key)  # type: ignore[arg-type]
+                state, error = "sent", None
+                break
+            except PermanentFailure as e:
+                state, error = "failed", str(e)
+                break
+            except TemporaryFailure as e:
+                error = str(e)
+                if attempt < cfg.max_attempts:
+                    sleep(delay)
+                    delay *= 2
+        with engine.begin() as conn:
+            conn.execute(update(outbox).where(outbox.c.key == key).values(
+                state=state, attempts=attempts, last_error=error,
+                sent_at=datetime.now(UTC) if state == "sent" else None))
+        report.sent += state == "sent"
+        report.failed += state == "failed"
+        report.still_queued += state == "queued"
+    return report
+
+
+def outbox_rows(engine: Engine) -> list[dict]:
+    """Every message in the outbox, newest first (without the message body)."""
+    columns = [c for c in outbox.c if c.name != "eml"]
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(select(*columns).order_by(outbox.c.created_at.desc())).mappings()]

@@ -1,0 +1,78 @@
+"""Composing this week's messages: one digest per recipient, plus immediate high-tier messages."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+
+from risk.alerts import Alert, decide, idempotency_key, load_recipients, named_areas, recipient_tracts, week_of
+from risk.delivery import Outgoing
+from risk.explain import contributions, waterfall_png
+from risk.messages import Pictures, area_map, build_message, frame_sentences, tract_names, tract_rows
+from risk.model import TrainedModel
+from risk.settings import Settings
+
+
+@dataclass(frozen=True)
+class RunOutputs:
+    """What the scoring stages produced, as the alert stage needs it."""
+
+    as_of: date
+    scores: pd.DataFrame
+    previous: pd.DataFrame
+    decisions: pd.DataFrame
+    driver_rows: pd.DataFrame
+    features: pd.DataFrame
+    model: TrainedModel
+    notes: list[str]
+
+
+def _waterfalls(model: TrainedModel, features: pd.DataFrame, geoids: set[str], pictures: Pictures) -> None:
+    todo = sorted(g for g in geoids if g not in pictures.waterfalls)
+    if not todo:
+        return
+    expl = contributions(model, features.loc[todo])
+    with tempfile.TemporaryDirectory() as tmp:
+        for g in todo:
+            path = waterfall_png(expl, g, Path(tmp) / f"{g}.png", max_display=8, dpi=72)
+            pictures.waterfalls[g] = path.read_bytes()
+
+
+def compose(settings: Settings, tracts: gpd.GeoDataFrame, run: RunOutputs,
+            pictures: Pictures | None = None) -> tuple[list[Alert], list[Outgoing]]:
+    """This week's alerts and every message they lead to (not yet queued)."""
+    cfg = settings.alerts
+    pictures = pictures or Pictures()
+    alerts = decide(run.scores, run.previous, run.decisions, cfg)
+    recipients = load_recipients(cfg)
+    areas = named_areas(cfg, tracts)
+    names = tract_names(tracts, areas)
+    sentences = frame_sentences(run.driver_rows)
+    week = week_of(run.as_of)
+    out: list[Outgoing] = []
+    for person in recipients:
+        follows = recipient_tracts(person, tracts.index, areas)
+        mine = [a for a in alerts if a.geoid in follows]
+        kinds = []
+        if mine or person.empty_digest:
+            kinds.append(("digest", mine))
+        urgent = [a for a in mine if "new_high" in a.reasons]
+        if person.immediate and urgent:
+            kinds.append(("immediate", urgent))
+        for kind, chosen in kinds:
+            top = {a.geoid for a in chosen[:cfg.top_waterfalls]}
+            _waterfalls(run.model, run.features, top, pictures)
+            area_key = frozenset(follows)
+            if chosen and area_key not in pictures.maps:
+                pictures.maps[area_key] = area_map(tracts, set(follows), {a.geoid: a.tier for a in alerts})
+            rows = tract_rows(chosen, names, sentences, settings.delivery.base_url,
+                              {g: f"drivers-{g}" for g in top})
+            msg = build_message(settings, person, kind, run.as_of, rows,
+                                pictures.maps.get(area_key) if chosen else None, pictures.waterfalls, run.notes)
+            out.append(Outgoing(idempotency_key(person.email, kind, week), week, kind, person.email, msg))
+    return alerts, out
