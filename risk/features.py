@@ -150,6 +150,8 @@ def _permit_window(view: Sources, covered: pd.Index, housing: pd.Series, as_of: 
     permits = view.permits
     assert permits is not None
     files = permits.groupby("file")["issued"].agg(["min", "max"])
+    declared = {i.file: i.complete_from for i in view.permit_files if i.complete_from is not None}
+    files["min"] = [max(m, declared[f]) if f in declared else m for f, m in files["min"].items()]
     usable = files[(files["min"] <= start) & (files["max"] >= as_of - max_gap)].index
     units_files = {i.file for i in view.permit_files if i.reports_units}
     rows = permits[permits["file"].isin(usable) & (permits["issued"] > start)]

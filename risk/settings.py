@@ -236,6 +236,9 @@ class PermitFile(_Section):
         description="`seattle_legacy` (Building Permits, `Application/Permit Number`...), "
         "`seattle_sdci` (`PermitNum`, `HousingUnitsAdded`...), or `auto` to detect from the header.",
     )
+    complete_from: date | None = Field(
+        None, description="Issue date from which the export is complete. An export selected by application date "
+        "misses permits issued early on whose applications came before it (Seattle SDCI: from about 2014-11).")
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, validate_default=True)
 

@@ -84,38 +84,30 @@ class _Step:
 class TypologyTransition:
     """The tract enters a UDP displacement/gentrification category between t and t+h, beyond survey noise.
 
-    **Label.** Among the tracts of the region that at t were in none of OD, EOG,
-    AdvG, BE (nor Student / Unavailable) under UDP's own point-estimate rules, a
-    tract is positive when at t+h it is in one of them under the *noise-aware*
-    rules: :func:`risk.typology.classify` with ``margins`` (:class:`risk.typology.Margins`).
-    This is a deliberate departure from UDP's point classification, whose change
-    tests trip on sampling noise alone (any decline of one low-income household,
-    any change above the regional change, any increase above the median
-    increase): in a simulated world without neighbourhood change the point rules
-    still put 9-11% of eligible King tracts into a category, 54-66% of the observed
-    rate. With margins every change test must pass its threshold by z standard
-    errors of the two survey estimates, with the null world's sampling model:
+    **Label.** Eligible: the region's tracts in none of OD, EOG, AdvG, BE (nor
+    Student / Unavailable) in UDP's point-estimate typology at t. Positive: in one
+    of them at t+h under the *noise-aware* rules, ``classify(..., margins=...)``
+    (:class:`risk.typology.Margins`), a deliberate departure from UDP, whose change
+    tests trip on sampling noise alone (in the no-change world below they put
+    9-11% of eligible King tracts into a category, 54-66% of the observed rate).
+    With the null world's sampling model, each change must pass its threshold by z
+    standard errors of the two survey estimates:
 
-    * lost low-income households (OD, BE, and the gentrification test outside
-      dense areas): the low_income_loss outcome's test, log-change below the
-      regional trend by max(-log(1 - min_loss), z SE) with ``low_income_loss.z``
-      (1.96) and ``min_loss`` (10%), and an actual decline (UDP's meaning);
-    * every other change test, one-sided at 5% (z = 1.645, ``Margins.z``): college
-      share (difference of two share estimates), real income, home value and rent
-      (relative changes of two medians at 5% relative SE each) against the regional
-      change; cost increase, rapid increase (above the median increase), the 50% /
-      90% rent and Zillow criteria; fewer low-income in-movers; a higher income.
-      Each enters only conjunctions of several such tests, the loss alone makes a
-      low-income tract OD; hence the stricter loss test;
+    * lost low-income households (OD, BE, gentrification outside dense areas):
+      low_income_loss's test, log-change below the regional trend by
+      max(-log(1 - min_loss), z SE) (its settings: z 1.96, 10%), plus an actual decline;
+    * every other change, one-sided 5% (z = 1.645): college share, real income,
+      home value, rent against the regional change; cost increase and rapid
+      increase; the 50% / 90% rent and Zillow criteria; fewer low-income in-movers;
+      a higher income. Each enters only conjunctions of such tests, while the loss
+      alone makes a low-income tract OD: hence the stricter loss test;
     * UDP's map-step amendment (LISD/OD tracts passing the urban gentrification
-      test shown as EOG, or AdvG for 1990-2000) uses the same noise-aware tests.
+      test shown as EOG, AdvG for 1990-2000) uses the same tests.
 
     Level tests (income category, vulnerability, affordability) are UDP's. The
-    typology at t, which sets eligibility (and ``persistence``), stays UDP's plain
-    one: an eligible tract was outside the categories even on point estimates and
-    a positive is inside them beyond noise, so a positive is a clear entry; the
-    noise-aware typology at t would add a few borderline tracts (6 King, 4 shared)
-    and no positive.
+    typology at t (eligibility, ``persistence``) stays UDP's: an eligible tract was
+    outside the categories even on point estimates, a positive is inside them beyond
+    noise, a clear entry (the noise-aware one at t adds 6 / 4 borderline negatives).
 
     Typologies come from :func:`risk.typology.classify` on the wide UDP database
     (``settings.sources.demographics.path``) with the vintages released by each
@@ -170,18 +162,15 @@ class TypologyTransition:
     since both typologies read the same estimates of them; their sampling error
     enters only through e_a, in the change to the later estimates.
 
-    Measured (seed 20240601, 20 draws, origin 2000), the check being null <= 0.25 x
-    observed: bundled King sample 15 / 358, observed 0.040, null 0.0088 (0.22 x);
+    Measured (seed 20240601, 20 draws, origin 2000; the check: null <= 0.25 x
+    observed): bundled King sample 15 / 358, observed 0.040, null 0.0088 (0.22 x);
     shared 3-county database, King tracts labelled, 20 / 357, 0.053, null 0.0065
-    (0.12 x). Both pass (five other seeds: 0.18-0.21 x and 0.09-0.14 x). Almost all
-    null positives are OD (low-income tracts whose count falls by chance beyond the
-    loss margin): OD is barely above noise on these data, the gentrification and BE
-    paths carry most of the signal. UDP's point rules (``noise_aware=False``) give
-    60 / 313, null 0.105 against 0.161 (0.66 x) and 60 / 317, 0.086 against 0.159
-    (0.54 x): they fail; without noise the no-change world gives no positive at all.
-    Alternatives measured the same way: z = 1.96 for every test keeps 11 / 15
-    positives and fails on the bundled sample (0.29 x; shared 0.15 x); z = 1.645
-    for the loss too keeps 23 / 22 but passes narrowly (0.23 x, 0.19 x).
+    (0.12 x): both pass (five other seeds: 0.18-0.21 x, 0.09-0.14 x). The null
+    positives are nearly all OD: OD is barely above noise on these data. UDP's
+    point rules (``noise_aware=False``) fail: 60 / 313, 0.105 against 0.161 (0.66 x);
+    60 / 317, 0.086 against 0.159 (0.54 x). z = 1.96 for every test fails on the
+    bundled sample (11 positives, 0.29 x); z = 1.645 for the loss too passes narrowly
+    (23 / 22 positives, 0.23 x / 0.19 x).
     """
 
     name = "typology_transition"

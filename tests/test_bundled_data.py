@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from datetime import date
@@ -72,6 +73,28 @@ def test_bundled_features_match_the_full_data_where_the_bundle_has_the_family(
     pd.testing.assert_frame_equal(a.drop(columns=zillow), b.drop(columns=zillow))
 
 
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def _screenshot_digest(config: Path, tmp_path: Path) -> None:
+    """Render the housing team's digest in headless Chromium to test-artifacts/digest.png, to be looked at."""
+    preview = _risk("alerts", "preview", "--out", str(tmp_path / "preview"), config=config)
+    assert preview.returncode == 0, preview.stderr
+    page = tmp_path / "preview" / "digest-housing_at_example.org.html"
+    html = page.read_text()
+    assert "cid:" not in html and "Census tract" in html and "Eviction Lab" in html
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "digest.png"
+    shot.unlink(missing_ok=True)
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian's chromium is needed for this test (.ci/run installs it)"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'chromium'}", "--hide-scrollbars", "--window-size=820,2400",
+                    f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120, check=True)
+    assert shot.read_bytes()[:4] == b"\x89PNG" and shot.stat().st_size > 50_000
+
+
 def test_quick_start_run_trains_scores_explains_and_leaves_eml_files(tmp_path: Path) -> None:
     # a copy of the bundled config whose state goes to a temporary folder
     config = bundled_config_copy(tmp_path, "\nmodel: {bootstrap: 50, null_simulations: 5}\n")
@@ -87,6 +110,8 @@ def test_quick_start_run_trains_scores_explains_and_leaves_eml_files(tmp_path: P
     assert Path(summary["features_path"]).is_relative_to(tmp_path / "state" / "features")
     assert (tmp_path / "models" / summary["model_id"] / "model.txt").exists()
     assert (tmp_path / "reports" / "backtest-eviction_surge" / "report.html").exists()
+
+    _screenshot_digest(config, tmp_path)
 
     # a second run reuses the champion and reports changes since the first
     again = json.loads(_risk("run", "--json", config=config, cwd=tmp_path).stdout)
@@ -124,3 +149,12 @@ def test_raw_acs_table_reproduces_the_udp_database_shares() -> None:
 def test_settings_fixture_points_at_the_bundled_sample(bundled_settings: Settings) -> None:
     assert bundled_settings.sources.boundaries.path.is_relative_to(ROOT / "data" / "sample")
     assert not any("zillow" in str(p).lower() for p in (ROOT / "data").rglob("*"))
+
+
+def test_unit_features_wait_until_the_application_dated_export_is_complete(bundled_sources: Sources) -> None:
+    # the SDCI export is selected by application date: permits issued in 2013-14 are mostly missing from it
+    early = build_features(bundled_sources, date(2015, 6, 30))
+    later = build_features(bundled_sources, date(2016, 6, 30))
+    city = later["cov_permits"] == 1
+    assert early.loc[city, "units_added_12m"].isna().all()
+    assert later.loc[city, "units_added_12m"].notna().all()

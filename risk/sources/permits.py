@@ -58,6 +58,7 @@ class PermitFileInfo:
     file: str
     schema: str
     reports_units: bool
+    complete_from: pd.Timestamp | None = None
 
 
 def _detect(spec: PermitFile, table_columns: list[str]) -> _Schema | None:
@@ -131,7 +132,8 @@ def _load_file(spec: PermitFile, encoding: str, log: ProblemLog,
     })
     frame = frame[~dup & ids.notna().to_numpy() & issued.notna().to_numpy()
                   & frame["lat"].between(-90, 90).to_numpy() & frame["lon"].between(-180, 180).to_numpy()]
-    return frame, PermitFileInfo(str(spec.path), schema.name, schema.units_added is not None)
+    complete = pd.Timestamp(spec.complete_from) if spec.complete_from else None
+    return frame, PermitFileInfo(str(spec.path), schema.name, schema.units_added is not None, complete)
 
 
 def geocode(frame: pd.DataFrame, tracts: gpd.GeoDataFrame) -> pd.Series:
