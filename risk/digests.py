@@ -12,7 +12,7 @@ import pandas as pd
 
 from risk.alerts import Alert, decide, idempotency_key, load_recipients, named_areas, recipient_tracts, week_of
 from risk.delivery import Outgoing
-from risk.explain import contributions, waterfall_png
+from risk.explain import compact_waterfall_png, contributions
 from risk.messages import Pictures, area_map, build_message, frame_sentences, tract_names, tract_rows
 from risk.model import TrainedModel
 from risk.settings import Settings
@@ -39,7 +39,7 @@ def _waterfalls(model: TrainedModel, features: pd.DataFrame, geoids: set[str], p
     expl = contributions(model, features.loc[todo])
     with tempfile.TemporaryDirectory() as tmp:
         for g in todo:
-            path = waterfall_png(expl, g, Path(tmp) / f"{g}.png", max_display=8, dpi=72)
+            path = compact_waterfall_png(expl, g, Path(tmp) / f"{g}.png")
             pictures.waterfalls[g] = path.read_bytes()
 
 

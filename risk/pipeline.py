@@ -40,7 +40,6 @@ from risk.store import (
 )
 from risk.training import train_and_register
 
-NOT_BUILT: tuple[str, ...] = ()
 DRIVERS_PER_TRACT = 5
 
 
@@ -62,7 +61,6 @@ class RunResult:
     emails_failed: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
     data_notes: list[str] = field(default_factory=list)
-    stages_not_built: tuple[str, ...] = NOT_BUILT
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
@@ -73,7 +71,7 @@ class RunResult:
             "emails_failed": self.emails_failed,
             "features_path": str(self.features_path), "coverage": self.coverage,
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
-            "data_notes": self.data_notes, "stages_not_built": list(self.stages_not_built),
+            "data_notes": self.data_notes,
         }
 
 

@@ -277,3 +277,13 @@ def test_tract_explanation_is_json_and_adds_up(fitted: Fitted) -> None:
     assert missing["value"] is None and '"value": null' in text
     assert set(missing) == {"feature", "label", "value", "contribution", "sentence"}
     assert len(tract_explanation(model, X, geoid, county)["drivers"]) == 5
+
+
+def test_the_compact_email_waterfall_is_a_png_and_leaves_no_temporary_file(expl: Explanation,
+                                                                           tmp_path: Path) -> None:
+    from risk.explain import compact_waterfall_png
+
+    geoid = str(expl.values.index[0])
+    path = compact_waterfall_png(expl, geoid, tmp_path / "w.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["w.png"]
