@@ -55,8 +55,12 @@ def compose(settings: Settings, tracts: gpd.GeoDataFrame, run: RunOutputs,
     sentences = frame_sentences(run.driver_rows)
     week = week_of(run.as_of)
     out: list[Outgoing] = []
+    geoids = pd.Index(list(tracts.index))  # plain strings: iterating Arrow-backed values is slow
+    follows_of: dict[tuple[str, ...], set[str]] = {}  # a thousand recipients share a few dozen areas
     for person in recipients:
-        follows = recipient_tracts(person, tracts.index, areas)
+        if person.areas not in follows_of:
+            follows_of[person.areas] = recipient_tracts(person, geoids, areas)
+        follows = follows_of[person.areas]
         mine = [a for a in alerts if a.geoid in follows]
         kinds = []
         if mine or person.empty_digest:

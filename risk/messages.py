@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import io
 import re
+import textwrap
 from dataclasses import dataclass, field
 from datetime import date
 from email.message import EmailMessage, MIMEPart
@@ -44,6 +45,14 @@ ATTRIBUTION = [
 def one_line(text: str) -> str:
     """A header-safe single line: control characters (CR, LF, tabs) become spaces."""
     return re.sub(r"[\x00-\x1f\x7f]+", " ", str(text)).strip()
+
+
+def _wrap(text: str, indent: str) -> str:
+    """Plain-text lines under 78 characters, so the text part needs no transfer encoding."""
+    return textwrap.fill(text, 74 - len(indent), subsequent_indent=indent)
+
+
+ATTRIBUTION_TEXT = [_wrap(a, "  ") for a in ATTRIBUTION]
 
 
 @dataclass
@@ -86,6 +95,7 @@ class TractRow:
     drivers: list[str]
     url: str
     waterfall_cid: str | None
+    drivers_text: tuple[str, ...] = ()
 
 
 def _change(alert: Alert) -> str:
@@ -99,7 +109,14 @@ def tract_rows(alerts: list[Alert], names: dict[str, str], sentences: dict[str, 
     """Table rows of a digest, top three drivers as sentences."""
     return [TractRow(a.geoid, names.get(a.geoid, a.geoid), f"{100 * a.probability:.0f}%", a.tier, _change(a),
                      ", ".join(REASONS[r] for r in a.reasons), sentences.get(a.geoid, [])[:3],
-                     f"{base_url.rstrip('/')}/tracts/{a.geoid}", waterfall_cids.get(a.geoid)) for a in alerts]
+                     f"{base_url.rstrip('/')}/tracts/{a.geoid}", waterfall_cids.get(a.geoid),
+                     tuple(_wrapped_sentence(s) for s in sentences.get(a.geoid, [])[:3])) for a in alerts]
+
+
+@functools.lru_cache(maxsize=4096)
+def _wrapped_sentence(sentence: str) -> str:
+    # wrapped once per tract and week, not once per recipient
+    return _wrap(sentence, "      ")
 
 
 def build_message(settings: Settings, recipient: Recipient, kind: str, as_of: date, rows: list[TractRow],
@@ -108,7 +125,7 @@ def build_message(settings: Settings, recipient: Recipient, kind: str, as_of: da
     env = environment(settings.alerts.templates)
     context = {"recipient_name": recipient.name, "kind": kind, "as_of": as_of.isoformat(), "rows": rows,
                "region": settings.region.name, "has_map": map_png is not None, "notes": notes,
-               "attribution": ATTRIBUTION, "base_url": settings.delivery.base_url.rstrip("/"),
+               "attribution": ATTRIBUTION, "attribution_text": ATTRIBUTION_TEXT, "base_url": settings.delivery.base_url.rstrip("/"),
                "areas": ", ".join(recipient.areas)}
     text = env.get_template(f"email/{kind}.txt.j2").render(**context)
     html = env.get_template(f"email/{kind}.html.j2").render(**context)
