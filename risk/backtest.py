@@ -87,6 +87,7 @@ class Backtest:
     by_origin: dict[str, pd.DataFrame] = field(default_factory=dict)
     schemes: dict[int, str] = field(default_factory=dict)
     train_origins: dict[int, list[int]] = field(default_factory=dict)
+    panel: list[OriginData] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict[str, object]:
         """The contract of `risk backtest --json`."""
@@ -158,7 +159,8 @@ def run_backtest(settings: Settings, sources: Sources, outcome_name: str | None 
     if not tests:
         raise BacktestError(f"{name}: no origin has {minimum} closed training origin(s) before it "
                             f"(origins: {[d.origin.year for d in panel]})")
-    ranks = rank_functions(outcome, settings)
+    # a training origin's baseline scores are needed again by every later test origin: compute each once
+    ranks = {name: _per_origin(fn) for name, fn in rank_functions(outcome, settings).items()}
     parts, schemes, used = [], {}, {}
     for test in tests:
         if progress:
@@ -173,6 +175,7 @@ def run_backtest(settings: Settings, sources: Sources, outcome_name: str | None 
             preds[name_] = np.nan
     result = _summarise(outcome, name, settings, sources, panel, tests, preds, schemes, features)
     result.train_origins = used
+    result.panel = panel
     return result
 
 
@@ -206,11 +209,24 @@ def _summarise(outcome: Outcome, name: str, settings: Settings, sources: Sources
         by_origin={m: per_origin(preds, m) for m in usable}, schemes=schemes)
 
 
+RankScores = Callable[[Sources, Origin], "pd.Series | None"]
+
+
+def _per_origin(fn: RankScores) -> RankScores:
+    """The same rank function, computed once per origin."""
+    cache: dict[int, pd.Series | None] = {}
+
+    def scores(sources: Sources, origin: Origin) -> pd.Series | None:
+        if origin.year not in cache:
+            cache[origin.year] = fn(sources, origin)
+        return cache[origin.year]
+
+    return scores
+
+
 def label_summary_for(outcome: Outcome, sources: Sources, origins: list[Origin], settings: Settings):
-    """Null-check counts restricted to the test origins."""
-    wanted = {o.year for o in origins}
-    return [r for r in label_summary(outcome, sources, settings.model.null_simulations, settings.model.seed)
-            if r.origin.year in wanted]
+    """Null-check counts of the test origins only (simulating the others would be wasted work)."""
+    return label_summary(outcome, sources, settings.model.null_simulations, settings.model.seed, origins)
 
 
 def _why_unsupported(model: str, outcome: Outcome) -> str:

@@ -355,11 +355,12 @@ class OriginCounts:
         return self.positives / total if total else float("nan")
 
 
-def label_summary(outcome: Outcome, sources: Sources, n_null: int, seed: int) -> list[OriginCounts]:
-    """Counts and null rates for every origin of an outcome."""
+def label_summary(outcome: Outcome, sources: Sources, n_null: int, seed: int,
+                  origins: list[Origin] | None = None) -> list[OriginCounts]:
+    """Counts and null rates for the given origins (default: every origin of the outcome)."""
     rng = np.random.default_rng(seed)
     rows = []
-    for origin in outcome.origins(sources):
+    for origin in outcome.origins(sources) if origins is None else origins:
         lab = outcome.label(sources, origin)
         pos = int(lab["y"].sum())
         rows.append(OriginCounts(origin, pos, len(lab) - pos, outcome.null_rate(sources, origin, rng, n_null)))

@@ -35,7 +35,8 @@ def train_and_register(settings: Settings, sources: Sources, as_of: date, backte
     """Train on the origins closed by ``as_of``, register the model, and promote it if it is not worse."""
     outcome = outcome_for(backtest.outcome, settings)
     features = feature_names(settings.features.spatial_lags)
-    panel = [d for d in build_panel(outcome, sources, settings) if d.origin.closes <= as_of]
+    # the backtest already built every origin's features and labels: reuse them rather than build them twice
+    panel = [d for d in (backtest.panel or build_panel(outcome, sources, settings)) if d.origin.closes <= as_of]
     if not panel:
         raise RegistryError(f"{backtest.outcome}: no outcome window has closed by {as_of}; nothing to train on")
     model = train([TrainingRows(d.origin.year, d.X, d.labels["y"]) for d in panel], features, settings.model.seed)
