@@ -147,6 +147,9 @@ class DemographicsSource(_Section):
     path: InputPath | None = Field(None, description="The UDP database CSV (format udp_database).")
     vintages: tuple[Vintage, ...] = Field((), description="Vintages present in the UDP database.")
     tables: tuple[CensusTable, ...] = Field((), description="Raw tables (format census_tables).")
+    max_age_days: int = Field(
+        2557, ge=1, description="The newest vintage released longer ago than this is reported as stale (about "
+        "7 years: ACS 5-year tables refresh every year, the decennial census every ten).")
 
     @model_validator(mode="after")
     def _format_needs(self) -> DemographicsSource:
@@ -195,6 +198,8 @@ class EvictionsSource(_Section):
         description="Years whose renter counts are census counts; rates use the newest one released "
         "by the as-of date, because the yearly counts in between are interpolated toward later censuses.",
     )
+    required: bool = Field(False, description="Fail the run when this source is stale or missing, instead of "
+                           "dropping its features from the run.")
 
 
 class RentSource(_Section):
@@ -216,6 +221,7 @@ class RentSource(_Section):
     max_age_days: int = Field(
         183, ge=1, description="An index whose newest month is older than this is stale (the series ended)."
     )
+    required: bool = Field(False, description="Fail the run when the index is stale or missing.")
 
     @model_validator(mode="after")
     def _format_needs(self) -> RentSource:
@@ -255,6 +261,7 @@ class PermitsSource(_Section):
     max_gap_days: int = Field(
         120, ge=1, description="A file whose newest record is older than this at the as-of date is stale."
     )
+    required: bool = Field(False, description="Fail the run when the permits are stale or missing.")
 
 
 class SourcesSettings(_Section):
@@ -266,6 +273,9 @@ class SourcesSettings(_Section):
     rent: RentSource = RentSource()
     permits: PermitsSource | None = None
     encoding: str = Field("utf-8", description="Text encoding of every CSV input.")
+    coverage_drop: float = Field(
+        0.2, gt=0, le=1, description="Report a source whose tract coverage fell by more than this share since "
+        "the previous run (0.2 = 20%).")
 
 
 class FeatureSettings(_Section):
@@ -323,6 +333,16 @@ class TierSettings(_Section):
         return self
 
 
+class RetrainSettings(_Section):
+    """When the weekly run retrains the model (it always trains when there is no champion)."""
+
+    policy: Literal["every_n_weeks", "data_changed", "never"] = Field(
+        "data_changed", description="`every_n_weeks`, `data_changed` (an input file's hash changed since the "
+        "champion was trained) or `never`.")
+    every_weeks: int = Field(4, ge=1, description="For every_n_weeks: retrain when the champion is this many "
+                             "weeks older than the run's as-of date.")
+
+
 class ModelSettings(_Section):
     """Outcome, training, backtest and promotion."""
 
@@ -336,6 +356,7 @@ class ModelSettings(_Section):
     promotion_tolerance: float = Field(0.02, ge=0, description="A challenger replaces the champion unless its "
                                        "backtest PR-AUC is worse by more than this.")
     tiers: TierSettings = TierSettings()
+    retrain: RetrainSettings = RetrainSettings()
 
 
 class SmtpSettings(_Section):
@@ -408,6 +429,58 @@ class AlertSettings(_Section):
     templates: RelPath | None = Field(None, description="Folder whose templates override the project's, file by file.")
 
 
+class ScheduleSettings(_Section):
+    """`risk schedule`: when the weekly job runs, and where the scheduler keeps its jobs."""
+
+    cron: str = Field("0 6 * * mon", description="Crontab expression (minute hour day month day-of-week).")
+    timezone: str = Field("America/Los_Angeles", description="IANA time zone of the cron expression.")
+    job_store: str | None = Field(None, description="SQLAlchemy URL of the job store (default: paths.database).")
+    misfire_grace_s: int = Field(
+        6 * 24 * 3600, ge=1, description="A run missed by up to this many seconds (process down) runs once at "
+        "start-up; older misses are skipped.")
+    lock_stale_s: int = Field(
+        3600, ge=10, description="A run lock not refreshed for this long belongs to a dead process and is taken "
+        "over.")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(v)
+        except ValueError as e:
+            raise ValueError(f"not a crontab expression ({e}): {v!r}") from e
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"unknown time zone: {v!r}") from e
+        return v
+
+
+class WebSettings(_Section):
+    """`risk serve`: the planners' review pages."""
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port to listen on.")
+    secret_key_env: str = Field("RISK_WEB_SECRET", description="Environment variable holding the session "
+                                "signing key (never put the key in this file).")
+    session_max_age_s: int = Field(8 * 3600, ge=60, description="Seconds a login lasts.")
+    secure_cookies: bool = Field(False, description="Send the session cookie over HTTPS only (set true behind "
+                                 "TLS).")
+    login_max_failures: int = Field(5, ge=1, description="Failed logins per user name and address before "
+                                    "further attempts are slowed down.")
+    login_delay_s: float = Field(1.0, ge=0, description="Delay per failed attempt beyond the limit (doubles, "
+                                 "capped at 30 s).")
+
+
 class Settings(_Section):
     """The whole configuration."""
 
@@ -418,6 +491,8 @@ class Settings(_Section):
     model: ModelSettings = ModelSettings()
     delivery: DeliverySettings = DeliverySettings()
     alerts: AlertSettings = AlertSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    web: WebSettings = WebSettings()
     config_path: Path = Field(Path("config.yaml"), description="Where this configuration was read from.")
 
     @property
