@@ -158,33 +158,6 @@ def features(ctx: click.Context, as_of: date, out_path: Path) -> None:
               highlight=False)
 
 
-@main.command()
-@click.option("--as-of", "as_of", default=None, callback=_parse_date,
-              help="Run as of this date (default: the newest date the data supports).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.pass_context
-@handles_errors
-def run(ctx: click.Context, as_of: date | None, as_json: bool) -> None:
-    """Run the weekly job once: validate, features, train if needed, score, explain, store."""
-    from risk.pipeline import run as run_pipeline
-
-    settings = _settings(ctx)
-    with err.status("running the weekly job"):
-        result = run_pipeline(settings, as_of)
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
-        return
-    out.print(f"run {result.run_id} as of {result.as_of}: {result.tracts} tracts scored with model "
-              f"{result.model_id}{' (trained in this run)' if result.retrained else ''}", highlight=False)
-    out.print("tiers: " + ", ".join(f"{k} {v}" for k, v in result.tiers.items()), highlight=False)
-    out.print("coverage (tracts): " + ", ".join(f"{k} {v}" for k, v in result.coverage.items()), highlight=False)
-    out.print("stage seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.stage_seconds.items()))
-    for note in result.data_notes:
-        out.print(f"[yellow]note[/] {note}", highlight=False)
-    out.print(f"alerts: {result.alerts}; e-mails queued {result.emails_queued}, sent {result.emails_sent}, "
-              f"failed {result.emails_failed}", highlight=False)
-
-
 def _outcome_option(fn: F) -> F:
     return click.option("--outcome", default=None,
                         type=click.Choice(["eviction_surge", "low_income_loss", "typology_transition"]),
@@ -424,11 +397,15 @@ def alerts_preview(ctx: click.Context, out_dir: Path | None) -> None:
 @handles_errors
 def alerts_send(ctx: click.Context) -> None:
     """Send what is queued in the outbox."""
-    from risk.delivery import send_queued
+    from risk.delivery import requeue_interrupted, send_queued
+    from risk.lock import RunLock
     from risk.store import engine_for
 
     settings = _settings(ctx)
-    report = send_queued(engine_for(settings.paths.database), settings.delivery)
+    engine = engine_for(settings.paths.database)
+    with RunLock(engine, settings.schedule.lock_stale_s):  # never beside a weekly run's own delivery
+        requeue_interrupted(engine)
+        report = send_queued(engine, settings.delivery)
     out.print(f"sent {report.sent}, failed {report.failed}, still queued {report.still_queued}", highlight=False)
 
 
@@ -455,3 +432,6 @@ def outbox_list(ctx: click.Context, as_json: bool) -> None:
         table.add_row(r["week"], r["kind"], r["recipient"], r["state"], str(r["attempts"]), r["last_error"] or "",
                       r["subject"])
     out.print(table)
+
+
+from risk import cli_job  # noqa: E402,F401  (registers run, runs, schedule, replay)

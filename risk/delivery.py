@@ -14,6 +14,7 @@ import os
 import smtplib
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from email.message import EmailMessage
 
 from sqlalchemy import Engine, insert, select, update
 
+from risk.faults import checkpoint
 from risk.files import atomic_path
 from risk.settings import DeliverySettings
 from risk.store import outbox
@@ -113,20 +115,38 @@ class SendReport:
     still_queued: int = 0
 
 
-def send_queued(engine: Engine, cfg: DeliverySettings, sleep: Callable[[float], None] = time.sleep) -> SendReport:
-    """Try every queued message; mark each sent, failed, or leave it queued after temporary failures."""
+def requeue_interrupted(engine: Engine) -> int:
+    """Put messages a dead sender had claimed (state ``sending``) back in the queue; call under the run lock.
+
+    A message is claimed just before it is handed to the server and marked sent
+    just after; a process killed in between may or may not have delivered it.
+    Sending it again is the safer side: its Message-ID is the same, so mail
+    clients show one message."""
+    with engine.begin() as conn:
+        return int(conn.execute(update(outbox).where(outbox.c.state == "sending").values(state="queued")).rowcount)
+
+
+def send_queued(engine: Engine, cfg: DeliverySettings, sleep: Callable[[float], None] = time.sleep,
+                stop: threading.Event | None = None) -> SendReport:
+    """Try every queued message; mark each sent, failed, or leave it queued after temporary failures.
+
+    With ``stop`` set, it ends between two messages and leaves the rest queued."""
     send = transport(cfg)
     report = SendReport()
     with engine.connect() as conn:
         pending = conn.execute(select(outbox.c.key, outbox.c.recipient, outbox.c.eml, outbox.c.attempts)
                                .where(outbox.c.state == "queued").order_by(outbox.c.created_at)).all()
     for key, recipient, eml, attempts in pending:
+        if stop is not None and stop.is_set():
+            report.still_queued += 1
+            continue
         # claim the message first, so a second sender running at the same time skips it
         with engine.begin() as conn:
             claimed = conn.execute(update(outbox).where(outbox.c.key == key, outbox.c.state == "queued")
                                    .values(state="sending")).rowcount
         if not claimed:
             continue
+        checkpoint("deliver.claimed")
         msg = message_from_string(eml, policy=policy.SMTP)
         state, error, delay = "queued", None, cfg.backoff_s
         for attempt in range(1, cfg.max_attempts + 1):
@@ -147,6 +167,7 @@ def send_queued(engine: Engine, cfg: DeliverySettings, sleep: Callable[[float], 
             conn.execute(update(outbox).where(outbox.c.key == key).values(
                 state=state, attempts=attempts, last_error=error,
                 sent_at=datetime.now(UTC) if state == "sent" else None))
+        checkpoint("deliver.marked")
         report.sent += state == "sent"
         report.failed += state == "failed"
         report.still_queued += state == "queued"

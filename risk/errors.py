@@ -87,3 +87,21 @@ class OutputError(RiskError):
     """An output could not be written; the previous output is left as it was."""
 
     exit_code = 4
+
+
+class StaleDataError(RiskError):
+    """A source marked ``required`` is stale or missing at the run's as-of date."""
+
+    exit_code = 3
+
+
+class LockBusyError(RiskError):
+    """Another process holds the run lock on this database."""
+
+    exit_code = 6
+
+
+class StoppedError(RiskError):
+    """A stop signal (SIGTERM/SIGINT) ended the run between two stages; nothing was left half-written."""
+
+    exit_code = 7

@@ -1,46 +1,48 @@
-"""The weekly cycle, composed from the stages that exist so far.
+"""The weekly cycle: every stage composed, under a database lock, recorded in the run history.
 
-Load and validate the sources, build point-in-time features, train a model
-when the registry has no champion for the configured outcome, score every
-tract, explain every score, store the run, decide alerts, queue the messages
-in the durable outbox and deliver them.
+Load and validate the sources, build point-in-time features, retrain when
+the policy says so, score every tract, explain every score, store the run,
+decide alerts, queue the messages in the durable outbox and deliver them.
+Each stage commits one transaction or writes a temporary file and renames it,
+so a run killed anywhere leaves the last good model, scores and outbox
+intact, and the next run completes the work: it finds the same alerts (the
+killed run never became the "previous run"), queues only messages not yet in
+the outbox and sends what is still queued.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
+from sqlalchemy import Engine
 
-from risk.backtest import run_backtest
-from risk.delivery import queue, send_queued
-from risk.digests import RunOutputs, compose
-from risk.explain import contributions, drivers
+from risk.delivery import queue, requeue_interrupted, send_queued
 from risk.dictionary import feature_names
+from risk.digests import RunOutputs, compose
+from risk.errors import RiskError, StoppedError
+from risk.explain import contributions, drivers
+from risk.faults import checkpoint
 from risk.features import build_features
 from risk.files import atomic_path
+from risk.freshness import assess
+from risk.history import abandon_unfinished, begin_run, finish_run, update_run
+from risk.lock import RunLock
 from risk.model import TrainedModel
 from risk.registry import ModelRecord, Registry
-from risk.report import write_report
 from risk.scores import score_tracts
 from risk.settings import Settings
 from risk.sources import Sources, load_sources
-from risk.errors import RiskError
-from risk.store import (
-    engine_for,
-    latest_decisions,
-    latest_run,
-    previous_scores,
-    run_drivers,
-    run_scores,
-    save_run,
-)
-from risk.training import train_and_register
+from risk.store import engine_for, latest_decisions, latest_run, previous_scores, run_drivers, run_scores, save_scores
 
 DRIVERS_PER_TRACT = 5
+STAGES = ("validate", "features", "train", "score", "explain", "store", "alerts", "deliver")
 
 
 @dataclass
@@ -52,6 +54,7 @@ class RunResult:
     tracts: int
     coverage: dict[str, int]
     run_id: int | None = None
+    status: str = "finished"
     model_id: str | None = None
     retrained: bool = False
     tiers: dict[str, int] = field(default_factory=dict)
@@ -62,13 +65,17 @@ class RunResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     data_notes: list[str] = field(default_factory=list)
 
+    def counts(self) -> dict[str, object]:
+        """The counts stored in the run history."""
+        return {"tracts_scored": self.tracts, "tiers": self.tiers, "alerts": self.alerts,
+                "emails_queued": self.emails_queued, "emails_sent": self.emails_sent,
+                "emails_failed": self.emails_failed}
+
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
         return {
-            "run_id": self.run_id, "status": "finished", "as_of": self.as_of.isoformat(), "model_id": self.model_id,
-            "retrained": self.retrained, "tracts_scored": self.tracts, "tiers": self.tiers, "alerts": self.alerts,
-            "emails_queued": self.emails_queued, "emails_sent": self.emails_sent,
-            "emails_failed": self.emails_failed,
+            "run_id": self.run_id, "status": self.status, "as_of": self.as_of.isoformat(),
+            "model_id": self.model_id, "retrained": self.retrained, **self.counts(),
             "features_path": str(self.features_path), "coverage": self.coverage,
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "data_notes": self.data_notes,
@@ -85,40 +92,51 @@ def default_as_of(sources: Sources, today: date | None = None) -> date:
     return min(limits).date()
 
 
-def data_notes(features: pd.DataFrame, sources: Sources) -> list[str]:
-    """Plain-language notes on missing or stale families at this as-of date."""
-    notes = [str(w) for w in sources.warnings]
-    configured = {"rent_index": sources.rent is not None, "evictions": sources.evictions is not None,
-                  "permits": sources.permits is not None, "demographics": True}
-    for family, present in configured.items():
-        covered = int(features[f"cov_{family}"].sum())
-        if not present:
-            notes.append(f"{family.replace('_', ' ')}: not configured; its features are missing for every tract")
-        elif covered == 0:
-            notes.append(f"{family.replace('_', ' ')}: no data fresh enough at {features.attrs['as_of']}; "
-                         "its features are missing for every tract")
-    return notes
-
-
 def write_features(features: pd.DataFrame, path: Path) -> Path:
     """Write a feature table to Parquet, atomically."""
     with atomic_path(path) as tmp:
         features.to_parquet(tmp, index=True)
+        checkpoint("features.written")
     return path
 
 
+def retrain_reason(settings: Settings, champion: ModelRecord | None, sources: Sources, as_of: date) -> str | None:
+    """Why this run must train a model, or None to keep the champion."""
+    if champion is None:
+        return "no champion yet"
+    if champion.metadata.get("features") != feature_names(settings.features.spatial_lags):
+        return "the champion was trained on other features"
+    policy = settings.model.retrain
+    recorded = champion.metadata.get("data_hashes")  # absent for a model registered by hand: keep it
+    if policy.policy == "data_changed" and recorded is not None and recorded != sources.file_hashes:
+        return "an input file changed since the champion was trained"
+    if policy.policy == "every_n_weeks":
+        trained = date.fromisoformat(str(champion.metadata.get("as_of")))
+        if (as_of - trained).days >= 7 * policy.every_weeks:
+            return f"the champion is more than {policy.every_weeks} weeks old"
+    return None
+
+
 def _champion(settings: Settings, sources: Sources, as_of: date) -> tuple[ModelRecord, bool]:
-    """The champion for the configured outcome, trained first if there is none."""
+    """The champion for the configured outcome, retrained first when the policy says so."""
     registry = Registry(settings.paths.models)
     champion = registry.champion(settings.model.outcome)
-    if champion is not None and champion.metadata.get("features") == feature_names(settings.features.spatial_lags):
-        return champion, False
+    if retrain_reason(settings, champion, sources, as_of) is None:
+        return champion, False  # type: ignore[return-value]
+    # imported here: the backtest pulls in scikit-learn and SciPy, seconds of start-up most weekly runs don't need
+    from risk.backtest import run_backtest
+    from risk.report import write_report
+    from risk.training import train_and_register
+
     result = run_backtest(settings, sources, settings.model.outcome)
+    checkpoint("train.backtested")
     write_report(result, settings.paths.reports)
     trained = train_and_register(settings, sources, as_of, result)
-    if not trained.promoted:
-        registry.promote(trained.record.model_id)  # the configured outcome has no champion at all
-    return trained.record, True
+    usable = champion is not None and champion.metadata.get("features") == feature_names(settings.features.spatial_lags)
+    if trained.promoted or not usable:
+        registry.promote(trained.record.model_id)  # a champion that cannot score these features must go
+        return trained.record, True
+    return champion, True  # type: ignore[return-value]
 
 
 def _driver_rows(model: TrainedModel, features: pd.DataFrame) -> pd.DataFrame:
@@ -132,48 +150,92 @@ def _driver_rows(model: TrainedModel, features: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run(settings: Settings, as_of: date | None = None, today: date | None = None) -> RunResult:
-    """One weekly cycle up to stored, explained scores."""
-    seconds: dict[str, float] = {}
-    started = datetime.now(UTC)
-    clock = time.perf_counter()
+class _Stages:
+    """Times each stage, records it in the run row, and honours a stop request between stages."""
 
-    def lap(stage: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[stage] = now - clock
-        clock = now
+    def __init__(self, engine: Engine, stop: threading.Event | None, on_stage: Callable[[str], None] | None) -> None:
+        self.engine, self.stop, self.on_stage = engine, stop, on_stage
+        self.run_id: int | None = None
+        self.seconds: dict[str, float] = {}
 
-    sources = load_sources(settings, today)
-    lap("validate")
-    as_of = as_of or default_as_of(sources, today)
-    features = build_features(sources, as_of, settings.features)
-    path = write_features(features, settings.paths.features / f"features_{as_of.isoformat()}.parquet")
-    lap("features")
-    record, retrained = _champion(settings, sources, as_of)
-    model = record.load()
-    lap("train")
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        if self.stop is not None and self.stop.is_set():
+            raise StoppedError(f"stopped before the {name} stage")
+        if self.on_stage is not None:
+            self.on_stage(name)
+        if self.run_id is not None:
+            update_run(self.engine, self.run_id, stage=name)
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - start
+        checkpoint(f"{name}.done")
+
+
+def _previous_coverage(engine: Engine) -> dict[str, int] | None:
+    row = latest_run(engine)
+    return row.get("coverage") if row else None
+
+
+def run(settings: Settings, as_of: date | None = None, today: date | None = None, *,
+        stop: threading.Event | None = None, on_stage: Callable[[str], None] | None = None) -> RunResult:
+    """One weekly cycle, under the database's run lock, recorded in the run history."""
     engine = engine_for(settings.paths.database)
-    previous = previous_scores(engine)
-    table = score_tracts(model, features, previous, settings.model.tiers)
-    lap("score")
-    driver_rows = _driver_rows(model, features)
-    lap("explain")
-    run_id = save_run(engine, as_of, record.model_id, settings.model.outcome, table, driver_rows, started)
-    lap("store")
-    notes = data_notes(features, sources)
-    outputs = RunOutputs(as_of, table, previous, latest_decisions(engine), driver_rows, features, model, notes)
-    alerts, outgoing = compose(settings, sources.tracts, outputs)
-    queued = queue(engine, run_id, outgoing)
-    lap("alerts")
-    sent = send_queued(engine, settings.delivery)
-    lap("deliver")
-    coverage = {c.removeprefix("cov_"): int(features[c].sum()) for c in features.columns if c.startswith("cov_")}
-    return RunResult(as_of=as_of, features_path=path, tracts=len(table), coverage=coverage, run_id=run_id,
+    with RunLock(engine, settings.schedule.lock_stale_s) as lock:
+        abandon_unfinished(engine)
+        requeue_interrupted(engine)
+        stage = _Stages(engine, stop, on_stage)
+        hashes: dict[str, str] = {}
+        run_id = begin_run(engine, as_of or today or date.today(), settings.model.outcome, lock.owner, hashes)
+        stage.run_id = run_id
+        try:
+            result = _cycle(settings, engine, run_id, stage, as_of, today, stop)
+        except BaseException as e:  # a stop, an error or Ctrl-C: the run row says where and why
+            status = "stopped" if isinstance(e, (StoppedError, KeyboardInterrupt)) else "failed"
+            finish_run(engine, run_id, status, error=f"{type(e).__name__}: {e}"[:2000],
+                       stage_seconds={k: round(v, 3) for k, v in stage.seconds.items()})
+            raise
+        checkpoint("run.finishing")
+        finish_run(engine, run_id, "finished", stage=None, counts=result.counts(), notes=result.data_notes,
+                   coverage=result.coverage, retrained=result.retrained, model_id=result.model_id,
+                   stage_seconds={k: round(v, 3) for k, v in result.stage_seconds.items()})
+    return result
+
+
+def _cycle(settings: Settings, engine: Engine, run_id: int, stage: _Stages, as_of: date | None,
+           today: date | None, stop: threading.Event | None) -> RunResult:
+    with stage("validate"):
+        sources = load_sources(settings, today)
+        as_of = as_of or default_as_of(sources, today)
+        update_run(engine, run_id, as_of=as_of, data_hashes=sources.file_hashes)
+    with stage("features"):
+        features = build_features(sources, as_of, settings.features)
+        fresh = assess(settings, sources, features, as_of, _previous_coverage(engine))
+        path = write_features(features, settings.paths.features / f"features_{as_of.isoformat()}.parquet")
+    with stage("train"):
+        record, retrained = _champion(settings, sources, as_of)
+        model = record.load()
+        update_run(engine, run_id, model_id=record.model_id, retrained=retrained)
+    with stage("score"):
+        previous = previous_scores(engine)
+        table = score_tracts(model, features, previous, settings.model.tiers)
+    with stage("explain"):
+        driver_rows = _driver_rows(model, features)
+    with stage("store"):
+        save_scores(engine, run_id, record.model_id, table, driver_rows)
+    with stage("alerts"):
+        outputs = RunOutputs(as_of, table, previous, latest_decisions(engine), driver_rows, features, model,
+                             fresh.notes)
+        alerts, outgoing = compose(settings, sources.tracts, outputs)
+        checkpoint("alerts.composed")
+        queued = queue(engine, run_id, outgoing)
+    with stage("deliver"):
+        sent = send_queued(engine, settings.delivery, stop=stop)
+    return RunResult(as_of=as_of, features_path=path, tracts=len(table), coverage=fresh.coverage, run_id=run_id,
                      model_id=record.model_id, retrained=retrained,
                      tiers={t: int((table["tier"] == t).sum()) for t in ("high", "elevated", "watch", "low")},
                      alerts=len(alerts), emails_queued=queued, emails_sent=sent.sent, emails_failed=sent.failed,
-                     stage_seconds=seconds, data_notes=notes)
+                     stage_seconds=stage.seconds, data_notes=fresh.notes)
 
 
 def latest_outputs(settings: Settings) -> tuple[int, RunOutputs, Sources]:
@@ -190,5 +252,5 @@ def latest_outputs(settings: Settings) -> tuple[int, RunOutputs, Sources]:
     model = Registry(settings.paths.models).get(row["model_id"]).load()
     outputs = RunOutputs(row["as_of"], run_scores(engine, row["id"]), previous_scores(engine, before_run=row["id"]),
                          latest_decisions(engine), run_drivers(engine, row["id"]), features, model,
-                         data_notes(features, sources))
+                         list(row.get("notes") or []))
     return int(row["id"]), outputs, sources

@@ -19,6 +19,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from risk.errors import RiskError
+from risk.faults import checkpoint
 from risk.files import atomic_path
 from risk.model import TrainedModel
 
@@ -128,6 +129,7 @@ class Registry:
             meta = {**metadata, "model_id": model_id, "created": datetime.now(UTC).isoformat(timespec="seconds"),
                     "libraries": library_versions()}
             (tmp / "metadata.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+            checkpoint("registry.renaming")
             os.replace(tmp, target)
         except OSError as e:
             raise RegistryError(f"cannot write model {model_id} to {self.root}: {e.strerror or e}") from e

@@ -150,6 +150,7 @@ class DemographicsSource(_Section):
     max_age_days: int = Field(
         2557, ge=1, description="The newest vintage released longer ago than this is reported as stale (about "
         "7 years: ACS 5-year tables refresh every year, the decennial census every ten).")
+    required: bool = Field(False, description="Fail the run when the newest vintage is stale.")
 
     @model_validator(mode="after")
     def _format_needs(self) -> DemographicsSource:
@@ -434,6 +435,8 @@ class ScheduleSettings(_Section):
 
     cron: str = Field("0 6 * * mon", description="Crontab expression (minute hour day month day-of-week).")
     timezone: str = Field("America/Los_Angeles", description="IANA time zone of the cron expression.")
+    every_s: int | None = Field(None, ge=1, description="Run every this many seconds instead of the cron "
+                                "expression (for trials and tests).")
     job_store: str | None = Field(None, description="SQLAlchemy URL of the job store (default: paths.database).")
     misfire_grace_s: int = Field(
         6 * 24 * 3600, ge=1, description="A run missed by up to this many seconds (process down) runs once at "

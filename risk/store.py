@@ -1,7 +1,11 @@
 """The database of runs, scores and drivers (SQLAlchemy Core; SQLite by default, any URL works).
 
-Each run's scores and drivers are written in one transaction, so a run is
-either stored whole or not at all.
+A run row is written when a run starts (``running``); its scores and drivers
+are written in one transaction that also marks it ``scored``, so a run's
+scores are stored whole or not at all; it becomes ``finished`` once its
+alerts are queued and delivered. Only finished runs count as "the previous
+run", so a run killed half-way changes nothing that the next run compares
+against.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 from sqlalchemy import (
+    JSON,
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -25,7 +31,10 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    inspect,
     select,
+    text,
+    update,
 )
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -42,6 +51,25 @@ runs = Table(
     Column("status", String(20), nullable=False),
     Column("model_id", String(200)),
     Column("outcome", String(50)),
+    Column("owner", String(200)),
+    Column("stage", String(20)),
+    Column("retrained", Boolean),
+    Column("stage_seconds", JSON),
+    Column("data_hashes", JSON),
+    Column("counts", JSON),
+    Column("coverage", JSON),
+    Column("notes", JSON),
+    Column("error", Text),
+)
+
+locks = Table(
+    "locks", metadata,
+    Column("name", String(50), primary_key=True),
+    Column("owner", String(200), nullable=False),
+    Column("host", String(200), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("acquired_at", DateTime(timezone=True), nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),
 )
 
 scores = Table(
@@ -124,9 +152,24 @@ def engine_for(url_or_path: str | Path) -> Engine:
             conn.execute("PRAGMA foreign_keys=ON")
     try:
         metadata.create_all(engine)
+        _add_missing_columns(engine)
     except SQLAlchemyError as e:
         raise OutputError(f"cannot open the database {text}: {e.__class__.__name__}: {e.args[0]}") from e
     return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Add columns that newer versions define to tables an older version created (nullable columns only)."""
+    existing = inspect(engine)
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            if not existing.has_table(table.name):
+                continue
+            have = {c["name"] for c in existing.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in have and column.nullable:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
 
 
 def previous_scores(engine: Engine, before_run: int | None = None) -> pd.DataFrame:
@@ -142,21 +185,17 @@ def previous_scores(engine: Engine, before_run: int | None = None) -> pd.DataFra
     return pd.DataFrame(rows).set_index("geoid")
 
 
-def save_run(engine: Engine, as_of: date, model_id: str, outcome: str, table: pd.DataFrame,
-             driver_rows: pd.DataFrame, started: datetime) -> int:
-    """Store one scoring run with its scores and drivers in a single transaction; returns the run id."""
+def save_scores(engine: Engine, run_id: int, model_id: str, table: pd.DataFrame, driver_rows: pd.DataFrame) -> None:
+    """Store a run's scores and drivers and mark it ``scored``, all in one transaction."""
     try:
         with engine.begin() as conn:
-            run_id = conn.execute(insert(runs).values(
-                as_of=as_of, started_at=started, finished_at=datetime.now(UTC), status="finished",
-                model_id=model_id, outcome=outcome)).inserted_primary_key[0]
+            conn.execute(update(runs).where(runs.c.id == run_id).values(status="scored", model_id=model_id))
             records = table.reset_index().assign(run_id=run_id)
             conn.execute(insert(scores), _records(records, scores))
             if not driver_rows.empty:
                 conn.execute(insert(drivers), _records(driver_rows.assign(run_id=run_id), drivers))
     except SQLAlchemyError as e:
         raise OutputError(f"cannot store the run in the database: {e.__class__.__name__}: {e.args[0]}") from e
-    return int(run_id)
 
 
 def _records(frame: pd.DataFrame, table: Table) -> list[dict]:

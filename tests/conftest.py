@@ -60,3 +60,16 @@ def bundled_config_copy(folder: Path, extra: str = "") -> Path:
     config = folder / "config.yaml"
     config.write_text(text + extra)
     return config
+
+
+@pytest.fixture(scope="session")
+def trained_job(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder where the weekly job ran once on the bundled data (quick backtest): copy its ``models``
+    folder to start another job with a champion that needs no retraining."""
+    from jobproc import job_config
+
+    from risk.pipeline import run
+
+    folder = tmp_path_factory.mktemp("trained-job")
+    run(load_settings(job_config(folder)))
+    return folder

@@ -1,0 +1,114 @@
+"""`risk schedule`: the weekly job under APScheduler, in a long-running process.
+
+The job lives in a persistent SQLAlchemy job store (the project database by
+default), so a restarted process keeps it and its next run time; a run
+missed while the process was down (by less than ``misfire_grace_s``) runs
+once at start-up (``coalesce``). ``max_instances=1`` keeps one run per
+process; the database run lock keeps one run per database, so two schedulers
+on the same database never overlap: the second one finds the lock held and
+skips. SIGTERM or SIGINT stops the process cleanly: a run in progress ends
+at the next stage boundary (every stage commits or renames atomically) and
+the process exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from risk.errors import LockBusyError, RiskError, StoppedError
+from risk.settings import Settings, load_settings
+
+JOB_ID = "risk-weekly-run"
+log = logging.getLogger("risk.schedule")
+_stop = threading.Event()
+
+
+def weekly_job(config_path: str) -> None:
+    """The scheduled job: one weekly run. Errors are logged, never raised, so the scheduler keeps going."""
+    from risk.pipeline import run
+
+    try:
+        result = run(load_settings(config_path), stop=_stop)
+    except LockBusyError as e:
+        log.warning("skipped this run: %s", e)
+    except StoppedError as e:
+        log.warning("run stopped: %s", e)
+    except RiskError as e:
+        log.error("run failed: %s", str(e).splitlines()[0])
+    else:
+        log.info("run %s finished as of %s: %d tracts, %d alerts, %d e-mails sent, %d failed", result.run_id,
+                 result.as_of, result.tracts, result.alerts, result.emails_sent, result.emails_failed)
+
+
+def _database_url(settings: Settings) -> str:
+    text = settings.schedule.job_store or settings.paths.database
+    return text if "://" in text else f"sqlite:///{text}"
+
+
+def trigger(settings: Settings) -> BaseTrigger:
+    """The configured trigger: every N seconds, or the cron expression in its time zone."""
+    zone = ZoneInfo(settings.schedule.timezone)
+    if settings.schedule.every_s:
+        return IntervalTrigger(seconds=settings.schedule.every_s, timezone=zone)
+    return CronTrigger.from_crontab(settings.schedule.cron, timezone=zone)
+
+
+def build_scheduler(settings: Settings) -> BackgroundScheduler:
+    """A scheduler with the persistent job store and the job defaults the weekly job needs."""
+    from risk.store import engine_for
+
+    engine_for(settings.paths.database)  # creates the database folder and our tables
+    return BackgroundScheduler(
+        jobstores={"default": SQLAlchemyJobStore(url=_database_url(settings))},
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": settings.schedule.misfire_grace_s},
+        timezone=ZoneInfo(settings.schedule.timezone),
+    )
+
+
+def ensure_job(scheduler: BackgroundScheduler, settings: Settings, config_path: Path) -> str:
+    """Add the weekly job, or keep the stored one (and its next run time) if the trigger is unchanged."""
+    wanted = trigger(settings)
+    args = [str(config_path.resolve())]
+    job = scheduler.get_job(JOB_ID)
+    if job is None:
+        scheduler.add_job(weekly_job, wanted, args=args, id=JOB_ID, name="weekly run")
+        return "added the weekly job"
+    if str(job.trigger) != str(wanted) or list(job.args) != args:
+        scheduler.modify_job(JOB_ID, args=args)
+        scheduler.reschedule_job(JOB_ID, trigger=wanted)
+        return "updated the stored job to the configured schedule"
+    return f"kept the stored job (next run {job.next_run_time:%Y-%m-%d %H:%M:%S %Z})"
+
+
+def serve(settings: Settings, config_path: Path) -> None:
+    """Run the scheduler until SIGTERM or SIGINT."""
+    _stop.clear()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        log.warning("%s received: stopping after the current stage", signal.Signals(signum).name)
+        _stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    scheduler = build_scheduler(settings)
+    scheduler.start(paused=True)  # paused: look at the stored job before anything fires
+    try:
+        log.info(ensure_job(scheduler, settings, config_path))
+        scheduler.resume()
+        job = scheduler.get_job(JOB_ID)
+        if job is not None and job.next_run_time is not None:
+            log.info("scheduler started; next run %s", f"{job.next_run_time:%Y-%m-%d %H:%M:%S %Z}")
+        _stop.wait()
+    finally:
+        scheduler.shutdown(wait=True)  # waits for a run in progress, which ends at its next stage boundary
+        log.info("scheduler stopped")

@@ -1,0 +1,189 @@
+"""The weekly job as a service: run history, the database run lock, retraining policy, data freshness,
+and a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from jobproc import job_config
+from sqlalchemy import insert
+
+from risk.cli import main
+from risk.errors import LockBusyError, StaleDataError
+from risk.history import get_run, list_runs
+from risk.lock import RunLock
+from risk.pipeline import retrain_reason, run
+from risk.registry import ModelRecord
+from risk.settings import load_settings
+from risk.sources import load_sources
+from risk.store import engine_for, locks
+
+AS_OF = date(2018, 3, 5)
+RISK = Path(sys.executable).with_name("risk")
+
+
+def _job(folder: Path, trained_job: Path, **kwargs: object) -> Path:
+    """A job folder whose registry already holds a champion for the bundled data."""
+    config = job_config(folder, **kwargs)  # type: ignore[arg-type]
+    shutil.copytree(trained_job / "models", folder / "models")
+    return config
+
+
+def _cli(config: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["--config", str(config), *args])
+    return result.exit_code, result.output
+
+
+def test_a_run_is_recorded_with_its_stages_counts_hashes_and_model(tmp_path: Path, trained_job: Path) -> None:
+    config = _job(tmp_path, trained_job)
+    code, output = _cli(config, "run", "--as-of", str(AS_OF), "--json")
+    assert code == 0, output
+    summary = json.loads(output[output.index("{"):])
+    row = get_run(engine_for(tmp_path / "state" / "risk.sqlite"), summary["run_id"])
+    assert row is not None and row["status"] == "finished" and row["as_of"] == AS_OF
+    assert set(row["stage_seconds"]) == {"validate", "features", "train", "score", "explain", "store", "alerts",
+                                         "deliver"}
+    assert row["counts"]["tracts_scored"] == summary["tracts_scored"] == 397
+    assert row["model_id"] == summary["model_id"] and row["retrained"] is False
+    assert len(row["data_hashes"]) == 6 and all(len(h) == 64 for h in row["data_hashes"].values())
+    assert row["finished_at"] >= row["started_at"]
+
+
+def test_runs_list_and_show_read_the_history(tmp_path: Path, trained_job: Path) -> None:
+    config = _job(tmp_path, trained_job)
+    assert _cli(config, "run", "--as-of", str(AS_OF))[0] == 0
+    code, listing = _cli(config, "runs", "list", "--json")
+    assert code == 0 and [r["status"] for r in json.loads(listing)] == ["finished"]
+    code, shown = _cli(config, "runs", "show", str(json.loads(listing)[0]["id"]))
+    assert code == 0 and json.loads(shown)["as_of"] == str(AS_OF)
+    code, missing = _cli(config, "runs", "show", "999")
+    assert code == 1 and "no run 999" in missing
+
+
+def test_a_run_refuses_to_start_while_another_holds_the_lock(tmp_path: Path, trained_job: Path) -> None:
+    settings = load_settings(_job(tmp_path, trained_job))
+    engine = engine_for(settings.paths.database)
+    with RunLock(engine, stale_s=600), pytest.raises(LockBusyError, match="another run holds the lock"):
+        run(settings, as_of=AS_OF)
+    assert list_runs(engine) == []
+
+
+def test_the_cli_exits_6_when_the_lock_is_held(tmp_path: Path, trained_job: Path) -> None:
+    config = _job(tmp_path, trained_job)
+    with RunLock(engine_for(tmp_path / "state" / "risk.sqlite"), stale_s=600):
+        code, output = _cli(config, "run", "--as-of", str(AS_OF))
+    assert code == 6 and "another run holds the lock" in output
+
+
+def _plant_lock(engine: object, host: str, pid: int, beat: datetime) -> None:
+    with engine.begin() as conn:  # type: ignore[attr-defined]
+        conn.execute(insert(locks).values(name="weekly", owner=f"{host}:{pid}:dead", host=host, pid=pid,
+                                          acquired_at=beat, heartbeat_at=beat))
+
+
+def test_a_lock_left_by_a_killed_process_on_this_host_is_taken_over(tmp_path: Path) -> None:
+    engine = engine_for(tmp_path / "risk.sqlite")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    _plant_lock(engine, socket.gethostname(), gone.pid, datetime.now(UTC))
+    with RunLock(engine, stale_s=600) as lock, engine.connect() as conn:
+        assert conn.execute(locks.select()).mappings().one()["owner"] == lock.owner
+
+
+def test_a_lock_on_another_host_is_taken_over_only_once_stale(tmp_path: Path) -> None:
+    engine = engine_for(tmp_path / "risk.sqlite")
+    _plant_lock(engine, "elsewhere", 1, datetime.now(UTC))
+    with pytest.raises(LockBusyError):
+        RunLock(engine, stale_s=60).acquire()
+    with engine.begin() as conn:
+        conn.execute(locks.delete())
+    _plant_lock(engine, "elsewhere", 1, datetime.now(UTC) - timedelta(seconds=120))
+    lock = RunLock(engine, stale_s=60)
+    lock.acquire()
+    lock.release()
+
+
+def _record(metadata: dict) -> ModelRecord:
+    return ModelRecord("m", Path("."), metadata)
+
+
+def test_retraining_follows_the_configured_policy(tmp_path: Path, bundled_sources: object) -> None:
+    from risk.dictionary import feature_names
+
+    def settings(policy: str) -> object:
+        return load_settings(job_config(tmp_path / policy, sections={"model": {"retrain": {
+            "policy": policy, "every_weeks": 4}}}))
+
+    names = feature_names(True)
+    hashes = bundled_sources.file_hashes  # type: ignore[attr-defined]
+    same = _record({"features": names, "data_hashes": hashes, "as_of": "2018-03-05"})
+    changed = _record({"features": names, "data_hashes": {**hashes, "x": "0"}, "as_of": "2018-03-05"})
+    assert retrain_reason(settings("never"), None, bundled_sources, AS_OF) == "no champion yet"
+    assert retrain_reason(settings("never"), changed, bundled_sources, AS_OF) is None
+    assert "other features" in retrain_reason(settings("never"), _record({"features": ["a"]}), bundled_sources,
+                                              AS_OF)
+    assert retrain_reason(settings("data_changed"), same, bundled_sources, AS_OF) is None
+    assert "changed" in retrain_reason(settings("data_changed"), changed, bundled_sources, AS_OF)
+    weekly = settings("every_n_weeks")
+    assert retrain_reason(weekly, same, bundled_sources, AS_OF + timedelta(weeks=3)) is None
+    assert "4 weeks" in retrain_reason(weekly, same, bundled_sources, AS_OF + timedelta(weeks=4))
+
+
+def test_a_required_source_that_is_stale_fails_the_run_naming_it(tmp_path: Path, trained_job: Path) -> None:
+    config = _job(tmp_path, trained_job, sections={})
+    text = config.read_text().replace("max_age_days: 730", "max_age_days: 730\n    required: true")
+    config.write_text(text)
+    settings = load_settings(config)
+    with pytest.raises(StaleDataError, match=r"evictions: stale, newest record 2017-03-01"):
+        run(settings, as_of=date(2022, 1, 3))
+    code, output = _cli(config, "run", "--as-of", "2022-01-03")
+    assert code == 3 and "required source(s) unusable at 2022-01-03" in output
+    assert [r["status"] for r in list_runs(engine_for(settings.paths.database))] == ["failed", "failed"]
+
+
+def test_a_stale_optional_source_is_dropped_and_reported_in_the_summary(tmp_path: Path, trained_job: Path) -> None:
+    settings = load_settings(_job(tmp_path, trained_job))
+    result = run(settings, as_of=date(2022, 1, 3))
+    assert result.coverage["evictions"] == 0
+    assert any(n.startswith("evictions: stale, newest record 2017-03-01") for n in result.data_notes)
+    assert any(n.startswith("rent: not configured") for n in result.data_notes)
+
+
+def test_a_sharp_drop_in_coverage_since_the_last_run_is_reported(tmp_path: Path, trained_job: Path) -> None:
+    settings = load_settings(_job(tmp_path, trained_job))
+    run(settings, as_of=AS_OF)
+    later = run(settings, as_of=date(2022, 1, 3))  # evictions stale by then: coverage 397 -> 0
+    assert any("evictions: tract coverage fell from 397 to 0" in n for n in later.data_notes)
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_run_at_the_next_stage_boundary_and_keeps_the_last_good_outputs(tmp_path: Path,
+                                                                                       trained_job: Path) -> None:
+    config = _job(tmp_path, trained_job)
+    assert _cli(config, "run", "--as-of", str(AS_OF))[0] == 0
+    shutil.rmtree(tmp_path / "models")  # the next run must train, which takes long enough to signal it
+    engine = engine_for(tmp_path / "state" / "risk.sqlite")
+    proc = subprocess.Popen([str(RISK), "--config", str(config), "run", "--as-of", "2018-03-12"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(r["stage"] == "train" for r in list_runs(engine)
+                                                  if r["status"] == "running"):
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 7, stderr
+    assert "SIGTERM" in stderr and "stopped before the score stage" in stderr
+    newest = list_runs(engine)[0]
+    assert newest["status"] == "stopped" and "score" in newest["error"]
+    assert [r["status"] for r in list_runs(engine)][1:] == ["finished"]
