@@ -158,7 +158,7 @@ def replay(ctx: click.Context, start: date, end: date, step: timedelta, as_json:
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
-    table = Table("as of", "model", "flagged", "alerts", "churn", "early alerts", "median lead (years)")
+    table = Table("as of", "trained on", "high tier", "alerts", "churn", "early alerts", "median lead (years)")
     for w in result.weeks:
         table.add_row(str(w.as_of), w.model_origin, str(w.flagged), str(w.alerts),
                       "" if w.churn is None else f"{w.churn:.0%}", str(w.early_alerts),

@@ -187,3 +187,24 @@ def test_sigterm_ends_a_run_at_the_next_stage_boundary_and_keeps_the_last_good_o
     newest = list_runs(engine)[0]
     assert newest["status"] == "stopped" and "score" in newest["error"]
     assert [r["status"] for r in list_runs(engine)][1:] == ["finished"]
+
+
+@pytest.mark.slow
+def test_replay_runs_weeks_over_history_without_storing_or_sending(tmp_path: Path) -> None:
+    config = job_config(tmp_path)
+    code, output = _cli(config, "replay", "--from", "2014-01-06", "--to", "2014-02-03", "--every", "1w", "--json")
+    assert code == 0, output
+    result = json.loads(output[output.index("{"):])
+    weeks = result["weeks"]
+    assert [w["as_of"] for w in weeks] == ["2014-01-06", "2014-01-13", "2014-01-20", "2014-01-27", "2014-02-03"]
+    assert all(w["flagged"] == 20 for w in weeks)  # the top 5% of 397 tracts
+    assert weeks[0]["churn"] is None and all(0 <= w["churn"] <= 1 for w in weeks[1:])
+    assert weeks[0]["alerts"] >= 20  # the first week has no previous week: every high-tier tract is new
+    assert {w["model_origin"] for w in weeks} == {"2005-2009"}  # window of 2010 closes 2013-12-31 + 60 days
+    assert not (tmp_path / "state").exists() and not (tmp_path / "outbox").exists() and not (tmp_path / "models").exists()
+
+
+def test_replay_rejects_a_bad_step_naming_the_option(tmp_path: Path) -> None:
+    code, output = _cli(job_config(tmp_path), "replay", "--from", "2014-01-06", "--to", "2014-02-03",
+                        "--every", "7x")
+    assert code == 2 and "--every" in output and "'7x' is not a step" in output
