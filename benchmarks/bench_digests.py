@@ -2,7 +2,8 @@
 
 Runs the weekly job once in a temporary folder (which trains a model), then
 composes every recipient's messages --repeat times from scratch, pictures
-included (maps are drawn once per distinct area, waterfalls once per tract).
+included (maps are drawn once per distinct area, waterfalls once per tract,
+the templates rendered once per area list and kind).
 
     python benchmarks/bench_digests.py [--recipients 1000] [--repeat 5]
 """

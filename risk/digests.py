@@ -13,7 +13,8 @@ import pandas as pd
 from risk.alerts import Alert, decide, idempotency_key, load_recipients, named_areas, recipient_tracts, week_of
 from risk.delivery import Outgoing
 from risk.explain import compact_waterfall_png, contributions
-from risk.messages import Pictures, area_map, build_message, frame_sentences, tract_names, tract_rows
+from risk.messages import (Body, Pictures, area_map, frame_sentences, personal_message, render_body, tract_names,
+                           tract_rows)
 from risk.model import TrainedModel
 from risk.settings import Settings
 
@@ -57,6 +58,19 @@ def compose(settings: Settings, tracts: gpd.GeoDataFrame, run: RunOutputs,
     out: list[Outgoing] = []
     geoids = pd.Index(list(tracts.index))  # plain strings: iterating Arrow-backed values is slow
     follows_of: dict[tuple[str, ...], set[str]] = {}  # a thousand recipients share a few dozen areas
+    bodies: dict[tuple[tuple[str, ...], str], Body] = {}
+
+    def body(follows: set[str], chosen: list[Alert], areas_: tuple[str, ...], kind: str) -> Body:
+        """The message everyone following ``areas_`` gets, its pictures drawn if they are not yet."""
+        top = {a.geoid for a in chosen[:cfg.top_waterfalls]}
+        _waterfalls(run.model, run.features, top, pictures)
+        area_key = frozenset(follows)
+        if chosen and area_key not in pictures.maps:
+            pictures.maps[area_key] = area_map(tracts, set(follows), {a.geoid: a.tier for a in alerts})
+        rows = tract_rows(chosen, names, sentences, settings.delivery.base_url, {g: f"drivers-{g}" for g in top})
+        return render_body(settings, kind, run.as_of, rows, areas_, pictures.maps.get(area_key) if chosen else None,
+                           pictures.waterfalls, run.notes)
+
     for person in recipients:
         if person.areas not in follows_of:
             follows_of[person.areas] = recipient_tracts(person, geoids, areas)
@@ -69,14 +83,9 @@ def compose(settings: Settings, tracts: gpd.GeoDataFrame, run: RunOutputs,
         if person.immediate and urgent:
             kinds.append(("immediate", urgent))
         for kind, chosen in kinds:
-            top = {a.geoid for a in chosen[:cfg.top_waterfalls]}
-            _waterfalls(run.model, run.features, top, pictures)
-            area_key = frozenset(follows)
-            if chosen and area_key not in pictures.maps:
-                pictures.maps[area_key] = area_map(tracts, set(follows), {a.geoid: a.tier for a in alerts})
-            rows = tract_rows(chosen, names, sentences, settings.delivery.base_url,
-                              {g: f"drivers-{g}" for g in top})
-            msg = build_message(settings, person, kind, run.as_of, rows,
-                                pictures.maps.get(area_key) if chosen else None, pictures.waterfalls, run.notes)
+            # the same areas give the same tracts, text and pictures: render once, then add each name
+            if (person.areas, kind) not in bodies:
+                bodies[(person.areas, kind)] = body(follows, chosen, person.areas, kind)
+            msg = personal_message(settings, bodies[(person.areas, kind)], person)
             out.append(Outgoing(idempotency_key(person.email, kind, week), week, kind, person.email, msg))
     return alerts, out

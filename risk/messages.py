@@ -3,23 +3,31 @@
 Every message is multipart/alternative (plain text and HTML); the HTML part
 carries its pictures inline (multipart/related, referenced by Content-ID).
 Pictures are drawn once per tract or per area and shared by every recipient
-who gets them, so a thousand recipients do not mean a thousand maps.
+who gets them, so a thousand recipients do not mean a thousand maps. Likewise
+the templates are rendered once per area list and kind (:func:`render_body`);
+each recipient's message only fills in the name and its own headers
+(:func:`personal_message`).
 """
 
 from __future__ import annotations
 
+import email.policy
 import functools
 import io
 import re
 import textwrap
 from dataclasses import dataclass, field
 from datetime import date
+from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage, MIMEPart
 from email.utils import formataddr, formatdate, make_msgid, parseaddr
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
+import jinja2
 import matplotlib
+from markupsafe import escape
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -119,24 +127,133 @@ def _wrapped_sentence(sentence: str) -> str:
     return _wrap(sentence, "      ")
 
 
-def build_message(settings: Settings, recipient: Recipient, kind: str, as_of: date, rows: list[TractRow],
-                  map_png: bytes | None, waterfalls: dict[str, bytes], notes: list[str]) -> EmailMessage:
-    """A multipart/alternative message with inline pictures, rendered from the templates."""
+class _SharedHeaders(HeaderRegistry):
+    """A header registry that parses each value of a repeated header once.
+
+    Parsing dominates building a message: a thousand messages repeat the same Subject, From and
+    Content-Type values. Header objects are immutable, so one parsed value can sit in many messages (the
+    shared picture parts already do so). The policy checks for CR and LF before any parsing, so that check
+    still runs for every header of every message."""
+
+    # To and Message-ID differ per message: caching them would only churn the cache
+    REPEATED = frozenset({"subject", "from", "date", "mime-version", "content-type", "content-transfer-encoding",
+                          "content-disposition", "content-id"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._parsed = functools.lru_cache(maxsize=256)(super().__call__)
+        # the base class builds a new header class on each lookup, i.e. for every header set on a message
+        self._classes = functools.lru_cache(maxsize=None)(super().__getitem__)
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        """The header class of ``name``, built once."""
+        return self._classes(name)
+
+    def __reduce__(self) -> tuple[type[_SharedHeaders], tuple[()]]:
+        # the caches do not pickle: a message sent to another process (a job store, a pool) gets fresh ones
+        return (_SharedHeaders, ())
+
+    def __call__(self, name: str, value: Any) -> BaseHeader:
+        """The parsed header, from the cache when a repeated header had this value before."""
+        if type(value) is str and name.lower() in self.REPEATED:  # address lists and the like are not hashable
+            return self._parsed(name, value)
+        return super().__call__(name, value)
+
+
+MAIL_POLICY = email.policy.default.clone(header_factory=_SharedHeaders())
+"""``email.policy.default`` with header values parsed once: messages serialize exactly as under the default."""
+
+_NAME_PROBES = ("<@1 name & 'one'>", "<@@2 \"Second\" probe, longer & longer>")
+"""Stand-ins for the recipient's name, with characters HTML escapes, of different lengths and content."""
+
+
+@dataclass(frozen=True)
+class _Slotted:
+    """A rendered template cut where the recipient's name goes; ``escaped`` says per gap whether the name is
+    inserted HTML-escaped (an autoescaped template) or as written (the plain-text one)."""
+
+    pieces: tuple[str, ...]
+    escaped: tuple[bool, ...]
+
+    def fill(self, name: str) -> str:
+        """The text as the template renders it for ``name``."""
+        safe = str(escape(name))  # what autoescaping writes for {{ recipient_name }}
+        out = [self.pieces[0]]
+        for esc, piece in zip(self.escaped, self.pieces[1:]):
+            out += [safe if esc else name, piece]
+        return "".join(out)
+
+
+def _cut(rendered: str, probe: str) -> _Slotted:
+    forms = {probe: False, str(escape(probe)): True}
+    pieces, escaped, at = [], [], 0
+    for m in re.finditer("|".join(re.escape(f) for f in forms), rendered):
+        pieces.append(rendered[at:m.start()])
+        escaped.append(forms[m.group()])
+        at = m.end()
+    pieces.append(rendered[at:])
+    return _Slotted(tuple(pieces), tuple(escaped))
+
+
+@dataclass(frozen=True)
+class Body:
+    """What every recipient of one area list and kind gets alike: subject, both texts around the name, and
+    the picture parts; :func:`personal_message` adds the greeting and the per-message headers."""
+
+    subject: str
+    text: jinja2.Template
+    html: jinja2.Template
+    context: dict[str, Any]
+    images: tuple[MIMEPart, ...]
+    text_slots: _Slotted | None
+    html_slots: _Slotted | None
+
+    def render(self, name: str) -> tuple[str, str]:
+        """The plain text and the HTML for a recipient called ``name``."""
+        return (self._one(self.text, self.text_slots, name), self._one(self.html, self.html_slots, name))
+
+    def _one(self, template: jinja2.Template, slots: _Slotted | None, name: str) -> str:
+        return slots.fill(name) if slots else template.render(**self.context, recipient_name=name)
+
+
+def _slots(template: jinja2.Template, context: dict[str, Any]) -> _Slotted | None:
+    """The template rendered once, cut at the name; None when it does more with the name than print it
+    (a filter, its length): then it is rendered per recipient. Two different stand-ins must give the same
+    pieces. A template that branches on the name's content (``if 'Dr' in recipient_name``) is not
+    supported: the greeting is meant to be printed, not interpreted."""
+    first, second = (_cut(template.render(**context, recipient_name=p), p) for p in _NAME_PROBES)
+    return first if first == second else None
+
+
+def render_body(settings: Settings, kind: str, as_of: date, rows: list[TractRow], areas: tuple[str, ...],
+                map_png: bytes | None, waterfalls: dict[str, bytes], notes: list[str]) -> Body:
+    """Render the templates and pick the pictures once for everyone who follows ``areas``."""
     env = environment(settings.alerts.templates)
-    context = {"recipient_name": recipient.name, "kind": kind, "as_of": as_of.isoformat(), "rows": rows,
+    context = {"kind": kind, "as_of": as_of.isoformat(), "rows": rows,
                "region": settings.region.name, "has_map": map_png is not None, "notes": notes,
-               "attribution": ATTRIBUTION, "attribution_text": ATTRIBUTION_TEXT, "base_url": settings.delivery.base_url.rstrip("/"),
-               "areas": ", ".join(recipient.areas)}
-    text = env.get_template(f"email/{kind}.txt.j2").render(**context)
-    html = env.get_template(f"email/{kind}.html.j2").render(**context)
-    msg = EmailMessage()
+               "attribution": ATTRIBUTION, "attribution_text": ATTRIBUTION_TEXT,
+               "base_url": settings.delivery.base_url.rstrip("/"), "areas": ", ".join(areas)}
+    text = env.get_template(f"email/{kind}.txt.j2")
+    html = env.get_template(f"email/{kind}.html.j2")
     n = len(rows)
     subject = (f"{settings.region.name}: {n} tract{'s' if n != 1 else ''} flagged for displacement risk, "
                f"week of {as_of.isoformat()}" if n else
                f"{settings.region.name}: no new displacement-risk alerts, week of {as_of.isoformat()}")
     if kind == "immediate":
         subject = f"High displacement risk: {', '.join(r.name for r in rows[:3])}"
-    msg["Subject"] = one_line(subject)
+    images = [(map_png, "map", "map.png")] if map_png is not None else []
+    images += [(waterfalls[r.geoid], r.waterfall_cid, f"drivers-{r.geoid}.png") for r in rows
+               if r.waterfall_cid and r.geoid in waterfalls]
+    return Body(one_line(subject), text, html, context,
+                tuple(_image_part(data, cid, filename) for data, cid, filename in images),
+                _slots(text, context), _slots(html, context))
+
+
+def personal_message(settings: Settings, body: Body, recipient: Recipient) -> EmailMessage:
+    """A multipart/alternative message of ``body`` for one recipient, pictures inline (multipart/related)."""
+    text, html = body.render(recipient.name)
+    msg = EmailMessage(policy=MAIL_POLICY)
+    msg["Subject"] = body.subject
     msg["From"] = settings.delivery.from_
     msg["To"] = formataddr((one_line(recipient.name), recipient.email))
     msg["Date"] = formatdate(localtime=False, usegmt=True)
@@ -144,15 +261,19 @@ def build_message(settings: Settings, recipient: Recipient, kind: str, as_of: da
     msg.set_content(text)
     # base64 rather than quoted-printable: the same bytes on the wire, a fraction of the encoding time
     msg.add_alternative(html, subtype="html", cte="base64")
-    html_part = msg.get_payload()[1]
-    images = [(map_png, "map", "map.png")] if map_png is not None else []
-    images += [(waterfalls[r.geoid], r.waterfall_cid, f"drivers-{r.geoid}.png") for r in rows
-               if r.waterfall_cid and r.geoid in waterfalls]
-    if images:
+    if body.images:
+        html_part = msg.get_payload()[1]
         html_part.make_related()
-        for data, cid, filename in images:
-            html_part.attach(_image_part(data, cid, filename))
+        for part in body.images:
+            html_part.attach(part)
     return msg
+
+
+def build_message(settings: Settings, recipient: Recipient, kind: str, as_of: date, rows: list[TractRow],
+                  map_png: bytes | None, waterfalls: dict[str, bytes], notes: list[str]) -> EmailMessage:
+    """A multipart/alternative message with inline pictures, rendered from the templates."""
+    body = render_body(settings, kind, as_of, rows, recipient.areas, map_png, waterfalls, notes)
+    return personal_message(settings, body, recipient)
 
 
 @functools.lru_cache(maxsize=256)
