@@ -435,3 +435,6 @@ def outbox_list(ctx: click.Context, as_json: bool) -> None:
 
 
 from risk import cli_job  # noqa: E402,F401  (registers run, runs, schedule, replay)
+
+from risk.cli_web import register_web_commands  # noqa: E402 - the review pages: `risk serve`, `risk users`
+register_web_commands(main)

@@ -1,0 +1,108 @@
+"""`risk serve` and `risk users`: the planners' review pages and who may use them.
+
+Kept apart from :mod:`risk.cli`, which adds these commands to its group; the
+helpers of :mod:`risk.cli` are looked up when a command runs, so importing
+either module first works.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from risk.accounts import ROLES
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _handles_errors(fn: F) -> F:
+    """:func:`risk.cli.handles_errors`, resolved when the command runs."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from risk.cli import handles_errors
+
+        return handles_errors(fn)(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(ctx: click.Context) -> Any:
+    from risk.cli import _settings as settings_of
+
+    return settings_of(ctx)
+
+
+@click.command()
+@click.option("--host", default=None, help="Address to listen on (default: web.host, 127.0.0.1).")
+@click.option("--port", default=None, type=click.IntRange(1, 65535), help="Port (default: web.port, 8000).")
+@click.pass_context
+@_handles_errors
+def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Serve the review pages; the session key comes from the variable named in web.secret_key_env."""
+    import uvicorn
+
+    from risk.cli import err
+    from risk.web import create_app
+
+    settings = _settings(ctx)
+    app = create_app(settings)
+    with err.status("loading the tract boundaries and sources"):
+        app.state.data.geography()  # fail here, with the data's own message, rather than on the first page
+    host = host or settings.web.host
+    port = port or settings.web.port
+    err.print(f"review pages on http://{host}:{port}/ (Ctrl-C stops)", highlight=False)
+    uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
+
+
+@click.group()
+def users() -> None:
+    """Add or list the people who may log in to the review pages."""
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    # one line from a pipe (`printf '%s\n' "$PW" | risk users add ...`): the newline is not part of it
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--role", required=True, type=click.Choice(ROLES),
+              help="viewer: reads; planner: also records decisions; admin: also manages users.")
+@click.pass_context
+@_handles_errors
+def users_add(ctx: click.Context, name: str, role: str) -> None:
+    """Add a user; the password is read from standard input (prompted for on a terminal)."""
+    from risk.accounts import add_user, open_database
+    from risk.cli import out
+
+    engine = open_database(_settings(ctx).paths.database)
+    add_user(engine, name, role, _read_password(), actor="cli")
+    out.print(f"user {name} added as {role}", highlight=False, markup=False)
+
+
+@users.command("list")
+@click.pass_context
+@_handles_errors
+def users_list(ctx: click.Context) -> None:
+    """Every user with their role and whether they can log in."""
+    from rich.table import Table
+
+    from risk.accounts import list_users, open_database
+    from risk.cli import out
+
+    table = Table("name", "role", "can log in", "created")
+    for u in list_users(open_database(_settings(ctx).paths.database)):
+        table.add_row(u.name, u.role, "yes" if u.active else "no (locked)", f"{u.created_at:%Y-%m-%d %H:%M}")
+    out.print(table)
+
+
+def register_web_commands(group: click.Group) -> None:
+    """Add `serve` and `users` to the `risk` command group."""
+    group.add_command(serve)
+    group.add_command(users)
