@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from risk.baselines import BASELINES, RANK_BASELINES, calibrate_rank, fit_logistic, predict_logistic, rank_functions
-from risk.dictionary import feature_names
+from risk.dictionary import feature_names, model_feature_names
 from risk.errors import RiskError
 from risk.features import build_features
 from risk.labels import Origin, Outcome, label_summary, null_check, outcome_for
@@ -125,9 +125,9 @@ def _predict_origin(test: OriginData, train_set: list[OriginData], sources: Sour
     out = pd.DataFrame({"origin": test.origin.year, "as_of": test.origin.as_of, "closes": test.origin.closes,
                         "geoid": test.labels.index, "y": test.labels["y"].to_numpy()})
     out["lightgbm"] = model.predict(test.X)
-    X_train = pd.concat([d.X for d in train_set])
+    X_train = pd.concat([d.X[features] for d in train_set])
     y_train = np.concatenate([d.labels["y"].to_numpy() for d in train_set])
-    out["logistic"] = predict_logistic(fit_logistic(X_train, y_train, settings.model.seed), test.X)
+    out["logistic"] = predict_logistic(fit_logistic(X_train, y_train, settings.model.seed), test.X[features])
     for name, fn in ranks.items():
         score = _rank_scores(fn, sources, test)
         if score is None or score.isna().all():
@@ -152,7 +152,7 @@ def run_backtest(settings: Settings, sources: Sources, outcome_name: str | None 
     """Rolling-origin backtest of one outcome."""
     name = outcome_name or settings.model.outcome
     outcome = outcome_for(name, settings)
-    features = feature_names(settings.features.spatial_lags)
+    features = model_feature_names(settings.features.spatial_lags)  # both learners see the same, comparable columns
     panel = build_panel(outcome, sources, settings, progress)
     minimum = getattr(getattr(settings.model, name, None), "min_train_origins", 1)
     tests = [d for d in panel if len(closed_before(panel, d.origin)) >= minimum]

@@ -231,6 +231,7 @@ def backtest(ctx: click.Context, outcome: str | None, as_json: bool) -> None:
 def train(ctx: click.Context, outcome: str | None, as_of: date | None) -> None:
     """Backtest, train on every closed origin, register the model and promote it unless it is worse."""
     from risk.backtest import run_backtest
+    from risk.freshness import required_sources
     from risk.pipeline import default_as_of
     from risk.report import write_report
     from risk.sources import load_sources
@@ -239,7 +240,7 @@ def train(ctx: click.Context, outcome: str | None, as_of: date | None) -> None:
     settings = _settings(ctx)
     with err.status("loading sources") as status:
         sources = load_sources(settings)
-        as_of = as_of or default_as_of(sources)
+        as_of = as_of or default_as_of(sources, required_sources(settings))
         result = run_backtest(settings, sources, outcome, progress=lambda m: status.update(m))
         write_report(result, settings.paths.reports)
         status.update("training the production model")
@@ -318,11 +319,11 @@ def _latest_run(settings: Settings) -> tuple[Any, Any, Any]:
 
     from risk.errors import RiskError
     from risk.registry import Registry
-    from risk.store import engine_for, runs
+    from risk.store import alerted, engine_for, runs
 
     engine = engine_for(settings.paths.database)
     with engine.connect() as conn:
-        run_row = conn.execute(select(runs).where(runs.c.status == "finished").order_by(runs.c.id.desc())
+        run_row = conn.execute(select(runs).where(alerted()).order_by(runs.c.id.desc())
                                .limit(1)).mappings().first()
     if run_row is None:
         raise RiskError("no scoring run in the database yet: run `risk run` first")
@@ -438,3 +439,4 @@ from risk import cli_job  # noqa: E402,F401  (registers run, runs, schedule, rep
 
 from risk.cli_web import register_web_commands  # noqa: E402 - the review pages: `risk serve`, `risk users`
 register_web_commands(main)
+from risk import cli_synth  # noqa: E402,F401  (registers synth)

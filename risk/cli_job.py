@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from risk.cli import _parse_date, _settings, err, handles_errors, main, out
@@ -61,7 +62,7 @@ def run(ctx: click.Context, as_of: date | None, as_json: bool) -> None:
     out.print("coverage (tracts): " + ", ".join(f"{k} {v}" for k, v in result.coverage.items()), highlight=False)
     out.print("stage seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.stage_seconds.items()))
     for note in result.data_notes:
-        out.print(f"[yellow]note[/] {note}", highlight=False, markup=True)
+        out.print(f"[yellow]note[/] {escape(note)}", highlight=False)
     out.print(f"alerts: {result.alerts}; e-mails queued {result.emails_queued}, sent {result.emails_sent}, "
               f"failed {result.emails_failed}", highlight=False)
 
@@ -72,6 +73,7 @@ def runs() -> None:
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    """Dates and times as ISO strings."""
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
 
 
@@ -131,10 +133,13 @@ def schedule(ctx: click.Context) -> None:
 
 
 def _parse_every(_ctx: click.Context, param: click.Parameter, value: str) -> timedelta:
+    """``7d`` or ``1w`` as a timedelta, or a message naming the option."""
     text = value.strip().lower()
     units = {"d": 1, "w": 7}
     if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit() or int(text[:-1]) < 1:
         raise click.BadParameter(f"'{value}' is not a step like 7d or 1w", param=param)
+    if int(text[:-1]) * units[text[-1]] > 3660:
+        raise click.BadParameter(f"'{value}' is longer than ten years", param=param)
     return timedelta(days=int(text[:-1]) * units[text[-1]])
 
 

@@ -1,8 +1,12 @@
-"""The durable outbox and its transports: every message is stored before any send, sent at most once.
+"""The durable outbox and its transports: every message is stored before any send, and sent once.
 
 A message enters the outbox (SQLite) with its idempotency key before any
 attempt; queueing the same key again does nothing, so re-running a week sends
-nothing twice. Temporary failures (4xx replies, refused connections,
+nothing twice. A message is claimed (``sending``) just before it is handed to
+the transport and marked ``sent`` just after; if the process dies between the
+server's acceptance and that mark, the next run sends it again with the same
+Message-ID (at least once, never lost: no SMTP client can close that window).
+The file transport names its file after the key, so it has no such window. Temporary failures (4xx replies, refused connections,
 timeouts) are retried with exponential backoff and, if they persist, left
 queued for the next run; permanent ones (5xx) end as ``failed`` with the
 server's reason.
@@ -27,7 +31,7 @@ from sqlalchemy import Engine, insert, select, update
 from risk.faults import checkpoint
 from risk.files import atomic_path
 from risk.settings import DeliverySettings
-from risk.store import outbox
+from risk.store import outbox, runs
 
 
 class TemporaryFailure(Exception):
@@ -50,22 +54,30 @@ class Outgoing:
 
 
 def queue(engine: Engine, run_id: int | None, items: list[Outgoing]) -> int:
-    """Store messages not yet in the outbox; returns how many were new."""
-    with engine.begin() as conn:
+    """Store messages not yet in the outbox; returns how many were new.
+
+    With a ``run_id``, the same transaction marks the run as alerted, so its
+    scores become the baseline of the next run even if this process dies
+    before the run is finished."""
+    with engine.connect() as conn:
         known = set(conn.execute(select(outbox.c.key).where(outbox.c.key.in_([i.key for i in items]))).scalars())
-        fresh = []
-        for i in items:  # one address listed twice makes the same key twice: keep the first
-            if i.key not in known:
-                known.add(i.key)
-                fresh.append(i)
-        if fresh:
-            now = datetime.now(UTC)
-            conn.execute(insert(outbox), [{
-                "key": i.key, "run_id": run_id, "week": i.week, "kind": i.kind, "recipient": i.recipient,
-                "subject": str(i.message["Subject"]), "message_id": str(i.message["Message-ID"]),
-                "eml": i.message.as_string(policy=policy.SMTP), "state": "queued", "attempts": 0,
-                "created_at": now} for i in fresh])
-    return len(fresh)
+    fresh = []
+    for i in items:  # one address listed twice makes the same key twice: keep the first
+        if i.key not in known:
+            known.add(i.key)
+            fresh.append(i)
+    now = datetime.now(UTC)
+    # serialised before the transaction opens: a long write transaction would block the run lock's heartbeat
+    rows = [{"key": i.key, "run_id": run_id, "week": i.week, "kind": i.kind, "recipient": i.recipient,
+             "subject": str(i.message["Subject"]), "message_id": str(i.message["Message-ID"]),
+             "eml": i.message.as_string(policy=policy.SMTP), "state": "queued", "attempts": 0,
+             "created_at": now} for i in fresh]
+    with engine.begin() as conn:
+        if rows:
+            conn.execute(insert(outbox).prefix_with("OR IGNORE", dialect="sqlite"), rows)
+        if run_id is not None:
+            conn.execute(update(runs).where(runs.c.id == run_id).values(alerted_at=now))
+    return len(rows)
 
 
 def _smtp_send(cfg: DeliverySettings, msg: EmailMessage, recipient: str) -> None:
@@ -127,10 +139,11 @@ def requeue_interrupted(engine: Engine) -> int:
 
 
 def send_queued(engine: Engine, cfg: DeliverySettings, sleep: Callable[[float], None] = time.sleep,
-                stop: threading.Event | None = None) -> SendReport:
+                stop: threading.Event | None = None, guard: Callable[[], None] | None = None) -> SendReport:
     """Try every queued message; mark each sent, failed, or leave it queued after temporary failures.
 
-    With ``stop`` set, it ends between two messages and leaves the rest queued."""
+    With ``stop`` set, it ends between two messages and leaves the rest queued; ``guard`` is called before
+    each claim and may raise (the run lock's check)."""
     send = transport(cfg)
     report = SendReport()
     with engine.connect() as conn:
@@ -140,6 +153,8 @@ def send_queued(engine: Engine, cfg: DeliverySettings, sleep: Callable[[float], 
         if stop is not None and stop.is_set():
             report.still_queued += 1
             continue
+        if guard is not None:
+            guard()
         # claim the message first, so a second sender running at the same time skips it
         with engine.begin() as conn:
             claimed = conn.execute(update(outbox).where(outbox.c.key == key, outbox.c.state == "queued")
@@ -153,6 +168,7 @@ def send_queued(engine: Engine, cfg: DeliverySettings, sleep: Callable[[float], 
             attempts += 1
             try:
                 send(msg, recipient, key)  # type: ignore[arg-type]
+                checkpoint("deliver.sent")
                 state, error = "sent", None
                 break
             except PermanentFailure as e:
@@ -161,7 +177,10 @@ def send_queued(engine: Engine, cfg: DeliverySettings, sleep: Callable[[float], 
             except TemporaryFailure as e:
                 error = str(e)
                 if attempt < cfg.max_attempts:
-                    sleep(delay)
+                    if stop is not None and stop.wait(delay):
+                        break  # leave it queued for the next run rather than hold up a stop
+                    if stop is None:
+                        sleep(delay)
                     delay *= 2
         with engine.begin() as conn:
             conn.execute(update(outbox).where(outbox.c.key == key).values(

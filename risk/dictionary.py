@@ -14,7 +14,14 @@ Direction = Literal["up", "down", "mixed"]
 
 @dataclass(frozen=True)
 class Feature:
-    """One feature. ``direction`` says whether higher values are thought to mean more risk."""
+    """One feature. ``direction`` says whether higher values are thought to mean more risk.
+
+    ``modelled`` is False for a level whose scale drifts between years (nominal
+    dollars, rates per renter over a census count that is replaced, raw shares
+    beside their region-relative twin): it is shown, but models see the
+    comparable version, because a split learned on 2006 dollars means something
+    else in 2014.
+    """
 
     name: str
     label: str
@@ -23,6 +30,7 @@ class Feature:
     direction: Direction
     description: str
     spatial_lag: bool = False
+    modelled: bool = True
 
     def format(self, value: float) -> str:
         """The value in its unit, the way a person would write it."""
@@ -42,45 +50,69 @@ class Feature:
 
 
 def _f(name: str, label: str, unit: str, family: str, direction: Direction, description: str,
-       lag: bool = False) -> Feature:
-    return Feature(name, label, unit, family, direction, description, lag)
+       lag: bool = False, modelled: bool = True) -> Feature:
+    return Feature(name, label, unit, family, direction, description, lag, modelled)
 
 
 _RENT = [
-    _f("rent_index", "Rent index", "$/month", "rent", "mixed", "Zillow Rent Index, newest month published."),
+    _f("rent_index", "Rent index", "$/month", "rent", "mixed", "Zillow Rent Index, newest month published.",
+       modelled=False),
+    _f("rent_index_vs_region", "Rent index against the regional median", "ratio", "rent", "mixed",
+       "Zillow Rent Index over the median tract's in the same month."),
     *(_f(f"rent_change_{k}y", f"Rent change over {k} year{'s' if k > 1 else ''}", "%", "rent", "up",
          f"Change of the Zillow Rent Index over the {k} years to the newest month.", lag=True) for k in (1, 3, 5)),
-    _f("home_value_index", "Home value index", "$", "rent", "mixed", "Zillow Home Value Index, newest month."),
+    _f("home_value_index", "Home value index", "$", "rent", "mixed", "Zillow Home Value Index, newest month.",
+       modelled=False),
+    _f("home_value_index_vs_region", "Home value index against the regional median", "ratio", "rent", "mixed",
+       "Zillow Home Value Index over the median tract's in the same month."),
     *(_f(f"home_value_change_{k}y", f"Home value change over {k} year{'s' if k > 1 else ''}", "%", "rent", "up",
          f"Change of the Zillow Home Value Index over the {k} years to the newest month.", lag=True)
       for k in (1, 3, 5)),
     _f("acs_median_rent", "Median gross rent (ACS)", "$/month", "rent", "mixed",
-       "Median gross rent of the newest published Census/ACS release."),
+       "Median gross rent of the newest published Census/ACS release.", modelled=False),
+    _f("acs_median_rent_vs_region", "Median gross rent against the regional median", "ratio", "rent", "mixed",
+       "Median gross rent over the median tract's, in the newest release."),
     _f("acs_rent_change_annual", "Yearly median rent change between releases", "%", "rent", "up",
        "Annualised change of median gross rent between the two newest releases.", lag=True),
     _f("acs_median_home_value", "Median home value (ACS)", "$", "rent", "mixed",
-       "Median value of owner-occupied homes, newest release."),
+       "Median value of owner-occupied homes, newest release.", modelled=False),
+    _f("acs_median_home_value_vs_region", "Median home value against the regional median", "ratio", "rent",
+       "mixed", "Median value of owner-occupied homes over the median tract's, in the newest release."),
     _f("acs_home_value_change_annual", "Yearly median home value change between releases", "%", "rent", "up",
        "Annualised change of median home value between the two newest releases.", lag=True),
 ]
 
+_PER_RENTER = "per 100 renter households"
 _EVICTIONS = [
-    _f("eviction_filing_rate_12m", "Eviction filings in the latest year", "per 100 renter households", "evictions",
-       "up", "Filings in the newest published year per 100 renter households (census-count denominator).",
-       lag=True),
-    _f("eviction_filing_rate_36m", "Eviction filings over three years", "per 100 renter households", "evictions",
-       "up", "Filings in the three newest years per 100 renter households per year.", lag=True),
-    _f("eviction_filing_rate_change_3y", "Change in eviction filings", "per 100 renter households", "evictions",
-       "up", "Three-year filing rate minus the three years before it.", lag=True),
+    # rates per renter drift with the county's filing level and jump when a new census count replaces the old
+    _f("eviction_filing_rate_12m", "Eviction filings in the latest year", _PER_RENTER, "evictions", "up",
+       "Filings in the newest published year per 100 renter households (census-count denominator).",
+       lag=True, modelled=False),
+    _f("eviction_filing_rate_36m", "Eviction filings over three years", _PER_RENTER, "evictions", "up",
+       "Filings in the three newest years per 100 renter households per year.", lag=True, modelled=False),
+    _f("eviction_filing_rate_change_3y", "Change in eviction filings", _PER_RENTER, "evictions", "up",
+       "Three-year filing rate minus the three years before it.", lag=True, modelled=False),
     _f("eviction_filing_rate_vs_county", "Eviction filings against the county", "ratio", "evictions", "up",
-       "Latest-year filing rate divided by the county's."),
-    _f("eviction_filing_rate_longrun", "Eviction filings, long-run average", "per 100 renter households",
-       "evictions", "up", "Yearly filings averaged over every published year per 100 renter households."),
-    _f("eviction_filing_rate_36m_vs_longrun", "Recent eviction filings against the long-run average",
-       "per 100 renter households", "evictions", "mixed",
-       "Three-year filing rate minus the long-run average: rates far below their usual level tend to come back."),
-    _f("eviction_judgment_rate_36m", "Eviction judgments over three years", "per 100 renter households",
-       "evictions", "up", "Judgments (evictions) in the three newest years per 100 renter households per year."),
+       "Latest-year filing rate divided by the county's.", modelled=False),
+    _f("eviction_filing_rate_longrun", "Eviction filings, long-run average", _PER_RENTER, "evictions", "up",
+       "Yearly filings averaged over every published year per 100 renter households.", modelled=False),
+    _f("eviction_filing_rate_36m_vs_longrun", "Recent eviction filings against the long-run average", _PER_RENTER,
+       "evictions", "mixed",
+       "Three-year filing rate minus the long-run average: rates far below their usual level tend to come back.",
+       modelled=False),
+    _f("eviction_judgment_rate_36m", "Eviction judgments over three years", _PER_RENTER, "evictions", "up",
+       "Judgments (evictions) in the three newest years per 100 renter households per year.", modelled=False),
+    _f("eviction_filing_ratio_12m", "Eviction filings in the latest year against the county", "ratio", "evictions",
+       "up", "Newest year's filings over what the county's rate gives for the tract's renters, pulled toward the "
+       "county's where the tract is small (empirical Bayes)."),
+    _f("eviction_filing_ratio_36m", "Eviction filings over three years against the county", "ratio", "evictions",
+       "up", "Three newest years' filings over what the county's rate gives, pulled toward the county's where the "
+       "tract is small (empirical Bayes).", lag=True),
+    _f("eviction_filing_ratio_change_1y", "Latest-year eviction filings against the usual six years", "%",
+       "evictions", "up", "Change of the latest year's filings against the county over the six years up to it: "
+       "a tract already rising."),
+    _f("eviction_filing_ratio_change_3y", "Change in eviction filings against the county", "%", "evictions", "up",
+       "Change of the three newest years' filings against the county over the three years before.", lag=True),
 ]
 
 _PERMITS = [
@@ -116,10 +148,19 @@ _DEMOGRAPHICS = [
     feature
     for measure, (label, text) in _SHARES.items()
     for feature in (
-        _f(measure, label, "share", "demographics", _DIRECTION.get(measure, "up"), text + " Newest release."),
+        # the share and its difference from the region rank tracts alike in a release; the difference also
+        # stays comparable when the region itself changes between releases
+        _f(measure, label, "share", "demographics", _DIRECTION.get(measure, "up"), text + " Newest release.",
+           modelled=False),
         _f(f"{measure}_vs_region", f"{label} against the regional median", "pp", "demographics",
            _DIRECTION.get(measure, "up"), f"Difference from the median tract of the region. {text}"),
     )
+]
+
+_GROWTH = [
+    _f("renter_households_change_annual", "Yearly change in renter households between censuses", "%",
+       "demographics", "up", "Annualised change of renter households between the two newest census counts: more "
+       "renters means more filings."),
 ]
 
 _COVERAGE = [
@@ -128,12 +169,12 @@ _COVERAGE = [
     for family in ("rent_index", "evictions", "permits", "demographics")
 ]
 
-BASE_FEATURES: tuple[Feature, ...] = (*_RENT, *_EVICTIONS, *_PERMITS, *_DEMOGRAPHICS, *_COVERAGE)
+BASE_FEATURES: tuple[Feature, ...] = (*_RENT, *_EVICTIONS, *_PERMITS, *_DEMOGRAPHICS, *_GROWTH, *_COVERAGE)
 
 
 def _lagged(f: Feature) -> Feature:
     return Feature(f"nbr_{f.name}", f"{f.label} in neighboring tracts", f.unit, f.family, f.direction,
-                   f"Mean over contiguous tracts: {f.description}")
+                   f"Mean over contiguous tracts: {f.description}", modelled=f.modelled)
 
 
 LAG_FEATURES: tuple[Feature, ...] = tuple(_lagged(f) for f in BASE_FEATURES if f.spatial_lag)
@@ -144,3 +185,8 @@ BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
 def feature_names(spatial_lags: bool = True) -> list[str]:
     """Feature columns in dictionary order."""
     return [f.name for f in (FEATURES if spatial_lags else BASE_FEATURES)]
+
+
+def model_feature_names(spatial_lags: bool = True) -> list[str]:
+    """The columns models train on: every feature whose scale is comparable across years."""
+    return [f.name for f in (FEATURES if spatial_lags else BASE_FEATURES) if f.modelled]

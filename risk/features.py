@@ -23,6 +23,8 @@ DAYS_PER_YEAR = 365.25
 MIN_RELEASE_GAP = pd.Timedelta(days=730)
 LONGRUN_YEARS = 5
 """A long-run eviction average needs at least this many published years."""
+BASELINE_YEARS = 6
+"""'Usual' filings for the recent-change feature: as many years as the eviction_surge label's baseline."""
 
 
 def _rows(demo: pd.DataFrame, measure: str) -> pd.DataFrame:
@@ -51,6 +53,12 @@ def _annual_change(demo: pd.DataFrame, measure: str, index: pd.Index) -> pd.Seri
     return change.reindex(index).astype("float64")
 
 
+def _vs_region(values: pd.Series) -> pd.Series:
+    """A level over the median tract's in the same release: dollars of different years become comparable."""
+    median = values.median()
+    return values / median if median and median > 0 else values * np.nan
+
+
 def _demographic_features(view: Sources, index: pd.Index) -> pd.DataFrame:
     demo = view.demographics
     out = pd.DataFrame(index=index)
@@ -60,15 +68,19 @@ def _demographic_features(view: Sources, index: pd.Index) -> pd.DataFrame:
         out[measure] = values
         out[f"{measure}_vs_region"] = values - values.median()
     out["acs_median_rent"] = _newest(demo, "median_rent", index)
+    out["acs_median_rent_vs_region"] = _vs_region(out["acs_median_rent"])
     out["acs_rent_change_annual"] = _annual_change(demo, "median_rent", index)
     out["acs_median_home_value"] = _newest(demo, "median_home_value", index)
+    out["acs_median_home_value_vs_region"] = _vs_region(out["acs_median_home_value"])
     out["acs_home_value_change_annual"] = _annual_change(demo, "median_home_value", index)
+    out["renter_households_change_annual"] = _annual_change(demo, "renter_households", index)
     out["cov_demographics"] = out[["low_income_share", "renter_share", "nonwhite_share"]].notna().any(axis=1)
     return out
 
 
 def _rent_features(view: Sources, index: pd.Index, as_of: pd.Timestamp) -> pd.DataFrame:
-    names = ["rent_index", "home_value_index"] + [f"{s}_change_{k}y" for s in ("rent", "home_value") for k in (1, 3, 5)]
+    names = ["rent_index", "home_value_index", "rent_index_vs_region", "home_value_index_vs_region"]
+    names += [f"{s}_change_{k}y" for s in ("rent", "home_value") for k in (1, 3, 5)]
     out = pd.DataFrame(np.nan, index=index, columns=names)
     out["cov_rent_index"] = False
     rent = view.rent
@@ -83,7 +95,8 @@ def _rent_features(view: Sources, index: pd.Index, as_of: pd.Timestamp) -> pd.Da
         newest_month = wide.apply(pd.Series.last_valid_index)
         fresh = (as_of - pd.to_datetime(newest_month)) <= view.max_age["rent"]
         level = newest.where(fresh)
-        out[f"{stem}_index" if stem == "rent" else "home_value_index"] = level.reindex(index)
+        out[f"{stem}_index"] = level.reindex(index)
+        out[f"{stem}_index_vs_region"] = _vs_region(level).reindex(index)
         for k in (1, 3, 5):
             months = pd.to_datetime(newest_month) - pd.DateOffset(years=k)
             months = (months + pd.offsets.MonthEnd(0)).dt.normalize()
@@ -140,7 +153,43 @@ def _eviction_features(view: Sources, index: pd.Index, as_of: pd.Timestamp) -> p
     out["eviction_filing_rate_36m_vs_longrun"] = out["eviction_filing_rate_36m"] - out["eviction_filing_rate_longrun"]
     out["eviction_judgment_rate_36m"] = 100 * window("judgments", latest, 3) / renters
     out["cov_evictions"] = out["eviction_filing_rate_12m"].notna()
+    ratios = _shrunk_ratios(by_year["filings"], renters, latest)
+    out[ratios.columns] = ratios
     return out
+
+
+def shrunk_ratio(counts: pd.Series, expected: pd.Series) -> pd.Series:
+    """Empirical-Bayes (Poisson-gamma) ratio of observed to expected counts.
+
+    A tract with few renters can show a ratio of 0 or 5 by chance; the gamma
+    prior, fitted across tracts by moments (Clayton and Kaldor), pulls such
+    ratios toward the county's in proportion to how little the tract says.
+    """
+    ok = counts.notna() & expected.notna() & (expected > 0)
+    c, e = counts[ok], expected[ok]
+    if c.empty or c.sum() <= 0:
+        return pd.Series(np.nan, index=counts.index)
+    m = c.sum() / e.sum()
+    between = (e * (c / e - m) ** 2).sum() / e.sum() - m / e.mean()
+    var = max(between, 1e-3 * m * m)  # no spread beyond Poisson: shrink (almost) all the way
+    return ((counts + m * m / var) / (expected + m / var)).where(ok)
+
+
+def _shrunk_ratios(filings: pd.DataFrame, renters: pd.Series, latest: int) -> pd.DataFrame:
+    """Filings against the county's rate over the same years (comparable across years), shrunk, and their change."""
+    def ratio(years: list[int]) -> pd.Series:
+        counts = filings.reindex(columns=years)
+        complete = counts.notna().all(axis=1) & renters.notna()
+        total = counts.sum(axis=1).where(complete)
+        rate = total[complete].sum() / (renters[complete].sum() * len(years)) if complete.any() else np.nan
+        return shrunk_ratio(total, renters * len(years) * rate)
+
+    r12, r36 = ratio([latest]), ratio(list(range(latest - 2, latest + 1)))
+    before = ratio(list(range(latest - 5, latest - 2)))
+    usual = ratio(list(range(latest - BASELINE_YEARS + 1, latest + 1)))
+    return pd.DataFrame({"eviction_filing_ratio_12m": r12, "eviction_filing_ratio_36m": r36,
+                         "eviction_filing_ratio_change_1y": 100 * (r12 / usual - 1),
+                         "eviction_filing_ratio_change_3y": 100 * (r36 / before - 1)})
 
 
 def _permit_window(view: Sources, covered: pd.Index, housing: pd.Series, as_of: pd.Timestamp,

@@ -3,9 +3,11 @@
 A time-series family (evictions, rent index, permits) whose newest record is
 older than its ``max_age_days`` (``max_gap_days`` for permits) at the as-of
 date is dropped from that run's features: its columns are missing for every
-tract and LightGBM sends each missing value down the branch it learned for
-missing values in training. A source marked ``required`` fails the run
-instead. Demographic vintages are never dropped (they are the only source of
+tract. LightGBM sends a missing value down the branch it learned for missing
+values where the feature was missing in some training rows; where it never
+was, LightGBM reads the missing value as zero. The scores of such a run are
+therefore less trustworthy, and the note says so. A source marked
+``required`` fails the run instead. Demographic vintages are never dropped (they are the only source of
 the demographic features): a stale vintage is reported, or fails the run when
 required.
 """
@@ -35,6 +37,11 @@ class Freshness:
     coverage: dict[str, int] = field(default_factory=dict)
 
 
+def required_sources(settings: Settings) -> set[str]:
+    """Families marked ``required`` in the config."""
+    return {family for family, needed in _required(settings).items() if needed}
+
+
 def _required(settings: Settings) -> dict[str, bool]:
     s = settings.sources
     return {"evictions": bool(s.evictions and s.evictions.required), "rent": s.rent.required,
@@ -50,9 +57,12 @@ def _series_note(family: str, frame: pd.DataFrame | None, column: str, as_of: da
     if known.empty:
         return f"{name}: no records known by {as_of}; its features are missing for every tract"
     newest = known.max().date()
-    if covered == 0 or pd.Timestamp(as_of) - known.max() > max_age:
+    if pd.Timestamp(as_of) - known.max() > max_age:
         return (f"{name}: stale, newest record {newest} is more than {max_age.days} days before {as_of}; "
-                "dropped from this run's features")
+                "dropped from this run's features (read these scores with care: the model takes missing "
+                "values it never saw in training as zero)")
+    if covered == 0:
+        return f"{name}: records up to {newest} are known but none gives a feature for any tract at {as_of}"
     return None
 
 

@@ -12,7 +12,9 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
+from risk.errors import OutputError
 from risk.store import runs
 
 UNFINISHED = ("running", "scored")
@@ -20,16 +22,22 @@ UNFINISHED = ("running", "scored")
 
 def begin_run(engine: Engine, as_of: date, outcome: str, owner: str, data_hashes: dict[str, str]) -> int:
     """Record the start of a run; returns its id."""
-    with engine.begin() as conn:
-        return int(conn.execute(insert(runs).values(
-            as_of=as_of, started_at=datetime.now(UTC), status="running", outcome=outcome, owner=owner,
-            stage="validate", data_hashes=data_hashes)).inserted_primary_key[0])
+    try:
+        with engine.begin() as conn:
+            return int(conn.execute(insert(runs).values(
+                as_of=as_of, started_at=datetime.now(UTC), status="running", outcome=outcome, owner=owner,
+                stage="validate", data_hashes=data_hashes)).inserted_primary_key[0])
+    except SQLAlchemyError as e:
+        raise OutputError(f"cannot record the run in the database: {e.__class__.__name__}: {e.args[0]}") from e
 
 
 def update_run(engine: Engine, run_id: int, **values: Any) -> None:
     """Change columns of a run row (the current stage, model id, counts...)."""
-    with engine.begin() as conn:
-        conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+    try:
+        with engine.begin() as conn:
+            conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+    except SQLAlchemyError as e:
+        raise OutputError(f"cannot update run {run_id} in the database: {e.__class__.__name__}: {e.args[0]}") from e
 
 
 def finish_run(engine: Engine, run_id: int, status: str, **values: Any) -> None:

@@ -79,12 +79,14 @@ class EvictionSurge:
     years up to t (B over nb years). If the tract moved with the county (whose
     yearly filings changed by k), then given n = B + O, O has mean n*p0 with
     p0 = h*k / (nb + h*k): a conditional test of two rates that needs no estimate
-    of the tract's true level, so a quiet baseline is not by itself a surge. The
-    variance is the binomial one widened by the overdispersion of yearly counts
-    (estimated from the baseline years). Positive when the one-sided p-value is
-    below ``alpha`` and the tract's yearly filings rose ``min_rise`` more than the
-    county's. Eligibility uses only what is known at t: complete counts, renter
-    households and baseline filings.
+    of the tract's true level, so a quiet baseline is not by itself a surge. Yearly
+    counts are negative binomial, var = mu + mu^2/r, the size r measured from
+    consecutive-year differences of the baseline years: year-to-year noise grows
+    faster than the count (a big tract's filings jump by more than Poisson), while
+    a slow trend is what the label is after, not noise. Positive when the one-sided
+    p-value is below ``alpha`` and the tract's yearly filings rose ``min_rise``
+    more than the county's. Eligibility uses only what is known at t: complete
+    counts, renter households and baseline filings.
     """
 
     name = "eviction_surge"
@@ -94,9 +96,9 @@ class EvictionSurge:
         self.lag = timedelta(days=available_after_days)
         self.description = (
             f"eviction filing rate over the {cfg.horizon_years} years after the origin rose significantly "
-            f"(p < {cfg.alpha}) and at least {cfg.min_rise:.0%} more than the county's, against the "
-            f"{cfg.baseline_years} years up to it; tracts with >= {cfg.min_renter_households} renter households "
-            f"and >= {cfg.min_filings} filings")
+            f"(p < {cfg.alpha}, negative binomial year-to-year noise) and at least {cfg.min_rise:.0%} more than "
+            f"the county's, against the {cfg.baseline_years} years up to it; tracts with >= "
+            f"{cfg.min_renter_households} renter households and >= {cfg.min_filings} filings")
 
     def _year_end(self, year: int) -> date:
         return date(year, 12, 31) + self.lag
@@ -129,21 +131,41 @@ class EvictionSurge:
         return base, list(range(t + 1, t + self.cfg.horizon_years + 1))
 
     @staticmethod
-    def dispersion(f: pd.DataFrame, years: list[int]) -> float:
-        """Pearson dispersion of yearly counts around each tract's level times the county's year pattern.
-
-        Filings vary more than Poisson from year to year (about 2 in King County);
-        estimated from the baseline years only, so it is known at the origin.
-        """
+    def _pattern(f: pd.DataFrame, years: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Counts of tracts with at least 5 filings in ``years`` and the county's share of each year."""
         counts = f[years].dropna()
         counts = counts[counts.sum(axis=1) >= 5]
-        if counts.empty:
-            return 1.0
-        pattern = counts.sum() / counts.to_numpy().sum()
-        expected = np.outer(counts.sum(axis=1), pattern)
-        chi2 = ((counts.to_numpy() - expected) ** 2 / np.where(expected > 0, expected, np.nan))
-        df = counts.shape[0] * (counts.shape[1] - 1)
-        return float(max(1.0, np.nansum(chi2) / df)) if df > 0 else 1.0
+        return counts.to_numpy(dtype="float64"), (counts.sum() / max(counts.to_numpy().sum(), 1)).to_numpy()
+
+    @staticmethod
+    def _size(excess: float, mu2: float) -> float:
+        return float(mu2 / excess) if excess > 0 and mu2 > 0 else float("inf")
+
+    @classmethod
+    def noise_size(cls, f: pd.DataFrame, years: list[int]) -> float:
+        """Negative binomial size r of year-to-year noise, from consecutive-year differences.
+
+        With mu_t = s * mu_{t-1} (the county's year pattern), x_t - s * x_{t-1} has
+        mean 0 and variance (1 + s) * mu_t + 2 * mu_t^2 / r: a slow trend barely
+        moves a difference, so it is not counted as noise. King County: r about 55.
+        """
+        x, share = cls._pattern(f, years)
+        if x.shape[1] < 2:
+            return float("inf")
+        s = share[1:] / np.where(share[:-1] > 0, share[:-1], np.nan)
+        mu = x.sum(axis=1, keepdims=True) * share[1:]
+        d = x[:, 1:] - s * x[:, :-1]
+        return cls._size(float(np.nansum(d ** 2 - (1 + s) * mu)), float(np.nansum(2 * mu ** 2)))
+
+    @classmethod
+    def level_size(cls, f: pd.DataFrame, years: list[int]) -> float:
+        """Negative binomial size r around each tract's flat level: slow trends count as noise too (r about 30)."""
+        x, share = cls._pattern(f, years)
+        if x.shape[1] < 2:
+            return float("inf")
+        mu = x.sum(axis=1, keepdims=True) * share
+        dof = x.shape[1] / (x.shape[1] - 1)  # each tract's level is estimated from the same years
+        return cls._size(float(((x - mu) ** 2 * dof - mu).sum()), float((mu ** 2).sum()))
 
     def _label(self, f: pd.DataFrame, renters: pd.Series, t: int) -> pd.DataFrame:
         base, window = self._windows(t)
@@ -153,16 +175,17 @@ class EvictionSurge:
         k = (o[complete].sum() / h) / (b[complete].sum() / nb)  # the county's change of yearly filings
         n = b + o
         p0 = h * k / (nb + h * k)
-        phi = self.dispersion(f[complete], base)
-        # given n, O would be Binomial(n, p0) for Poisson counts; overdispersion widens it by phi
+        r = self.noise_size(f[complete], base)
+        # negative binomial years widen the binomial variance by 1 + (expected yearly window count) / r
+        phi = 1 + k * (n / (nb + h * k)) / r
         z = (o - n * p0) / np.sqrt(phi * n * p0 * (1 - p0)).where(n > 0)
         p_value = pd.Series(stats.norm.sf(z), index=f.index)
         ratio = (o / h) / (b / nb).where(b > 0)
-        r = renters.reindex(f.index)
-        eligible = complete & (r >= self.cfg.min_renter_households) & (b >= self.cfg.min_filings)
+        rent = renters.reindex(f.index)
+        eligible = complete & (rent >= self.cfg.min_renter_households) & (b >= self.cfg.min_filings)
         y = (p_value < self.cfg.alpha) & (ratio > k * (1 + self.cfg.min_rise))
-        out = pd.DataFrame({"y": y.astype(int), "baseline_rate": 100 * b / nb / r, "window_rate": 100 * o / h / r,
-                            "rate_ratio": ratio, "county_ratio": k, "dispersion": phi, "p_value": p_value})
+        out = pd.DataFrame({"y": y.astype(int), "baseline_rate": 100 * b / nb / rent, "window_rate": 100 * o / h / rent,
+                            "rate_ratio": ratio, "county_ratio": k, "noise_size": r, "p_value": p_value})
         return out[eligible]
 
     def label(self, sources: Sources, origin: Origin) -> pd.DataFrame:
@@ -173,18 +196,17 @@ class EvictionSurge:
         renters = self._renters(sources, origin)
         base, window = self._windows(origin.year)
         years = base + window
-        phi = self.dispersion(f, base)
+        # the stricter world: every departure from a flat level in the baseline years is noise
+        r = self.level_size(f, base)
         complete = f[years].dropna()
-        # each tract keeps its own level and follows the county's year pattern exactly,
-        # with the year-to-year overdispersion measured in the baseline years
+        # each tract keeps its own level and follows the county's year pattern exactly
         pattern = complete.sum() / complete.to_numpy().sum()
-        mean = pd.DataFrame(np.outer(f[years].sum(axis=1), pattern), index=f.index, columns=years).fillna(0)
+        mu = np.outer(f[years].sum(axis=1).fillna(0), pattern)
         rates = []
         for _ in range(n):
-            mu = mean.to_numpy()
-            lam = rng.gamma(mu / (phi - 1), phi - 1) if phi > 1 else mu
+            lam = rng.gamma(r, np.where(mu > 0, mu, 0) / r) if np.isfinite(r) else mu
             sim = f.copy()
-            sim[years] = rng.poisson(np.where(mu > 0, lam, 0))
+            sim[years] = rng.poisson(lam)
             lab = self._label(sim, renters, origin.year)
             rates.append(lab["y"].mean() if len(lab) else 0.0)
         return float(np.mean(rates))

@@ -4,7 +4,9 @@ weekly job on the same database at once.
 The lock is a row in ``locks``. Taking it is one transaction: insert the row,
 or take over a row whose holder is dead (same host, process gone) or has not
 refreshed it for ``stale_s`` seconds. A background thread refreshes it while
-the run goes on; releasing deletes the row only if we still hold it.
+the run goes on; if a refresh finds the row no longer ours, the lock is lost
+and the run stops at its next write (:meth:`RunLock.check`). Releasing
+deletes the row only if we still hold it.
 """
 
 from __future__ import annotations
@@ -18,12 +20,21 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
 from sqlalchemy import Engine, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from risk.errors import LockBusyError
+from risk.errors import LockBusyError, RiskError
 from risk.store import locks
 
 log = logging.getLogger(__name__)
+
+
+def host_identity() -> str:
+    """The host name plus the PID namespace: two containers sharing a host name do not share process ids."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return socket.gethostname()
+    return f"{socket.gethostname()}/{namespace}"
 
 
 def _process_alive(pid: int) -> bool:
@@ -43,10 +54,11 @@ class RunLock:
         self.engine = engine
         self.name = name
         self.stale = timedelta(seconds=stale_s)
-        self.host = socket.gethostname()
+        self.host = host_identity()
         self.pid = os.getpid()
         self.owner = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
         self._stop = threading.Event()
+        self.lost = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _holder(self) -> dict | None:
@@ -61,7 +73,7 @@ class RunLock:
             return True
         return holder["host"] == self.host and not _process_alive(int(holder["pid"]))
 
-    def acquire(self) -> None:
+    def acquire(self, _attempts: int = 3) -> None:
         """Take the lock, or raise LockBusyError naming the holder."""
         now = datetime.now(UTC)
         row = {"name": self.name, "owner": self.owner, "host": self.host, "pid": self.pid,
@@ -71,13 +83,16 @@ class RunLock:
                 conn.execute(insert(locks).values(**row))
         except IntegrityError:
             holder = self._holder()
+            if holder is None and _attempts > 1:  # released between our insert and our read: try again
+                return self.acquire(_attempts - 1)
             if holder is None or not self._dead(holder, now):
                 who = f"{holder['owner']} since {holder['acquired_at']:%Y-%m-%d %H:%M:%S}" if holder else "unknown"
                 raise LockBusyError(f"another run holds the lock on this database ({who})") from None
-            # compare-and-swap on the old owner: of two processes taking over a dead lock, one wins
+            # compare-and-swap on owner and heartbeat: a holder that refreshed since we looked keeps its lock
             with self.engine.begin() as conn:
-                taken = conn.execute(update(locks).where(locks.c.name == self.name,
-                                                         locks.c.owner == holder["owner"]).values(**row)).rowcount
+                taken = conn.execute(update(locks).where(
+                    locks.c.name == self.name, locks.c.owner == holder["owner"],
+                    locks.c.heartbeat_at == holder["heartbeat_at"]).values(**row)).rowcount
             if not taken:
                 raise LockBusyError("another process took over the stale run lock first") from None
             log.warning("took over the run lock of %s, which is no longer running", holder["owner"])
@@ -85,11 +100,25 @@ class RunLock:
         self._thread.start()
 
     def _beat(self) -> None:
-        interval = max(1.0, self.stale.total_seconds() / 4)
+        """Refresh the heartbeat until released; a failed refresh is retried, a row no longer ours is lost."""
+        interval = max(1.0, self.stale.total_seconds() / 8)
         while not self._stop.wait(interval):
-            with self.engine.begin() as conn:
-                conn.execute(update(locks).where(locks.c.name == self.name, locks.c.owner == self.owner)
-                             .values(heartbeat_at=datetime.now(UTC)))
+            try:
+                with self.engine.begin() as conn:
+                    ours = conn.execute(update(locks).where(locks.c.name == self.name, locks.c.owner == self.owner)
+                                        .values(heartbeat_at=datetime.now(UTC))).rowcount
+            except SQLAlchemyError as e:  # e.g. the database busy for a moment: the next beat tries again
+                log.warning("could not refresh the run lock (will retry): %s", e.__class__.__name__)
+                continue
+            if not ours:
+                log.error("the run lock was taken over by another process")
+                self.lost.set()
+                return
+
+    def check(self) -> None:
+        """Raise if the lock was lost, so a run never writes outputs another process may be writing."""
+        if self.lost.is_set():
+            raise RiskError("this run lost the database run lock to another process and stopped")
 
     def release(self) -> None:
         """Give the lock back (only if this process still holds it)."""

@@ -31,7 +31,7 @@ from risk.explain import contributions, drivers
 from risk.faults import checkpoint
 from risk.features import build_features
 from risk.files import atomic_path
-from risk.freshness import assess
+from risk.freshness import assess, required_sources
 from risk.history import abandon_unfinished, begin_run, finish_run, update_run
 from risk.lock import RunLock
 from risk.model import TrainedModel
@@ -82,12 +82,15 @@ class RunResult:
         }
 
 
-def default_as_of(sources: Sources, today: date | None = None) -> date:
-    """The newest date at which every time-series family still has fresh data, capped at today."""
+def default_as_of(sources: Sources, required: set[str], today: date | None = None) -> date:
+    """Today, or the last day on which every *required* time-series source is still fresh if that is earlier.
+
+    Optional sources do not hold the date back: when they go stale they are
+    dropped from the run's features and reported in its data notes."""
     limits = [pd.Timestamp(today or date.today())]
     for family, frame, column in (("evictions", sources.evictions, "available"), ("rent", sources.rent, "available"),
                                   ("permits", sources.permits, "issued")):
-        if frame is not None and not frame.empty:
+        if family in required and frame is not None and not frame.empty:
             limits.append(frame[column].max() + sources.max_age[family])
     return min(limits).date()
 
@@ -100,20 +103,26 @@ def write_features(features: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def retrain_reason(settings: Settings, champion: ModelRecord | None, sources: Sources, as_of: date) -> str | None:
-    """Why this run must train a model, or None to keep the champion."""
+def retrain_reason(settings: Settings, champion: ModelRecord | None, newest: ModelRecord | None,
+                   sources: Sources, as_of: date) -> str | None:
+    """Why this run must train a model, or None to keep the champion.
+
+    The policy looks at the newest model trained for the outcome, not only the
+    champion: a challenger that was not promoted still counts as this data's
+    training, so the next run does not train it again."""
     if champion is None:
         return "no champion yet"
     if champion.metadata.get("features") != feature_names(settings.features.spatial_lags):
         return "the champion was trained on other features"
+    last = newest or champion
     policy = settings.model.retrain
-    recorded = champion.metadata.get("data_hashes")  # absent for a model registered by hand: keep it
+    recorded = last.metadata.get("data_hashes")  # absent for a model registered by hand: keep it
     if policy.policy == "data_changed" and recorded is not None and recorded != sources.file_hashes:
-        return "an input file changed since the champion was trained"
-    if policy.policy == "every_n_weeks":
-        trained = date.fromisoformat(str(champion.metadata.get("as_of")))
-        if (as_of - trained).days >= 7 * policy.every_weeks:
-            return f"the champion is more than {policy.every_weeks} weeks old"
+        return "an input file changed since the last model was trained"
+    trained = last.metadata.get("as_of")
+    if policy.policy == "every_n_weeks" and trained:
+        if (as_of - date.fromisoformat(str(trained))).days >= 7 * policy.every_weeks:
+            return f"the last model was trained more than {policy.every_weeks} weeks before this run"
     return None
 
 
@@ -121,7 +130,8 @@ def _champion(settings: Settings, sources: Sources, as_of: date) -> tuple[ModelR
     """The champion for the configured outcome, retrained first when the policy says so."""
     registry = Registry(settings.paths.models)
     champion = registry.champion(settings.model.outcome)
-    if retrain_reason(settings, champion, sources, as_of) is None:
+    newest = ([r for r in registry.list() if r.outcome == settings.model.outcome] or [None])[-1]
+    if retrain_reason(settings, champion, newest, sources, as_of) is None:
         return champion, False  # type: ignore[return-value]
     # imported here: the backtest pulls in scikit-learn and SciPy, seconds of start-up most weekly runs don't need
     from risk.backtest import run_backtest
@@ -140,6 +150,7 @@ def _champion(settings: Settings, sources: Sources, as_of: date) -> tuple[ModelR
 
 
 def _driver_rows(model: TrainedModel, features: pd.DataFrame) -> pd.DataFrame:
+    """The top drivers of every tract, as rows for the database."""
     expl = contributions(model, features)
     county = features.median()
     rows = []
@@ -153,13 +164,16 @@ def _driver_rows(model: TrainedModel, features: pd.DataFrame) -> pd.DataFrame:
 class _Stages:
     """Times each stage, records it in the run row, and honours a stop request between stages."""
 
-    def __init__(self, engine: Engine, stop: threading.Event | None, on_stage: Callable[[str], None] | None) -> None:
-        self.engine, self.stop, self.on_stage = engine, stop, on_stage
+    def __init__(self, engine: Engine, lock: RunLock, stop: threading.Event | None,
+                 on_stage: Callable[[str], None] | None) -> None:
+        self.engine, self.lock, self.stop, self.on_stage = engine, lock, stop, on_stage
         self.run_id: int | None = None
         self.seconds: dict[str, float] = {}
 
     @contextlib.contextmanager
     def __call__(self, name: str) -> Iterator[None]:
+        """Run one stage: refuse to start it after a stop request or a lost lock, and time it."""
+        self.lock.check()
         if self.stop is not None and self.stop.is_set():
             raise StoppedError(f"stopped before the {name} stage")
         if self.on_stage is not None:
@@ -173,6 +187,7 @@ class _Stages:
 
 
 def _previous_coverage(engine: Engine) -> dict[str, int] | None:
+    """Tracts covered per source in the previous run, to spot a sharp drop."""
     row = latest_run(engine)
     return row.get("coverage") if row else None
 
@@ -184,7 +199,7 @@ def run(settings: Settings, as_of: date | None = None, today: date | None = None
     with RunLock(engine, settings.schedule.lock_stale_s) as lock:
         abandon_unfinished(engine)
         requeue_interrupted(engine)
-        stage = _Stages(engine, stop, on_stage)
+        stage = _Stages(engine, lock, stop, on_stage)
         hashes: dict[str, str] = {}
         run_id = begin_run(engine, as_of or today or date.today(), settings.model.outcome, lock.owner, hashes)
         stage.run_id = run_id
@@ -206,11 +221,17 @@ def _cycle(settings: Settings, engine: Engine, run_id: int, stage: _Stages, as_o
            today: date | None, stop: threading.Event | None) -> RunResult:
     with stage("validate"):
         sources = load_sources(settings, today)
-        as_of = as_of or default_as_of(sources, today)
+        held_back = as_of is None
+        as_of = as_of or default_as_of(sources, required_sources(settings), today)
         update_run(engine, run_id, as_of=as_of, data_hashes=sources.file_hashes)
     with stage("features"):
         features = build_features(sources, as_of, settings.features)
         fresh = assess(settings, sources, features, as_of, _previous_coverage(engine))
+        if held_back and as_of < (today or date.today()):
+            needed = ", ".join(sorted(required_sources(settings)))
+            fresh.notes.append(f"as of {as_of}, not today ({today or date.today()}): the required source(s) "
+                               f"{needed} have nothing fresh after it; until they do, every run sees this same "
+                               "week and sends no new e-mail")
         path = write_features(features, settings.paths.features / f"features_{as_of.isoformat()}.parquet")
     with stage("train"):
         record, retrained = _champion(settings, sources, as_of)
@@ -230,7 +251,9 @@ def _cycle(settings: Settings, engine: Engine, run_id: int, stage: _Stages, as_o
         checkpoint("alerts.composed")
         queued = queue(engine, run_id, outgoing)
     with stage("deliver"):
-        sent = send_queued(engine, settings.delivery, stop=stop)
+        sent = send_queued(engine, settings.delivery, stop=stop, guard=stage.lock.check)
+        if stop is not None and stop.is_set() and sent.still_queued:
+            raise StoppedError(f"stopped during delivery; {sent.still_queued} message(s) stay queued for the next run")
     return RunResult(as_of=as_of, features_path=path, tracts=len(table), coverage=fresh.coverage, run_id=run_id,
                      model_id=record.model_id, retrained=retrained,
                      tiers={t: int((table["tier"] == t).sum()) for t in ("high", "elevated", "watch", "low")},

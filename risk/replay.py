@@ -9,7 +9,7 @@ sent. Per week it reports how many tracts alerted, the churn of the high tier
 is in only one of them), and, where the outcome is known, how early the
 alerts came: an alert is early for a tract that turns positive in an outcome
 window ending after the alert (and starting at most a year after it); its
-lead is the time from the alert to the window's end.
+lead is the time from the alert to the day the outcome became known.
 """
 
 from __future__ import annotations
@@ -79,12 +79,9 @@ class Replay:
                 "weeks": [{**asdict(w), "as_of": w.as_of.isoformat()} for w in self.weeks]}
 
 
-def _window_end(origin_year: int, horizon: int) -> date:
-    return date(origin_year + horizon, 12, 31)
-
-
-def _positives(panel: list[OriginData], horizon: int) -> pd.DataFrame:
-    rows = [{"geoid": g, "start": d.origin.as_of, "end": _window_end(d.origin.year, horizon)}
+def _positives(panel: list[OriginData]) -> pd.DataFrame:
+    """Positive tract-windows; a window ends when its outcome becomes known (``closes``), for every outcome."""
+    rows = [{"geoid": g, "start": d.origin.as_of, "end": d.origin.closes}
             for d in panel for g in d.labels.index[d.labels["y"] == 1]]
     return pd.DataFrame(rows, columns=["geoid", "start", "end"])
 
@@ -111,15 +108,14 @@ def replay(settings: Settings, start: date, end: date, step: timedelta,
     """Replay the weekly cycle from ``start`` to ``end`` every ``step`` (no storage, no e-mail)."""
     sources = load_sources(settings)
     outcome = outcome_for(settings.model.outcome, settings)
-    horizon = getattr(getattr(settings.model, settings.model.outcome, None), "horizon_years", 3)
     panel = build_panel(outcome, sources, settings, progress)
-    positives = _positives(panel, horizon)
+    positives = _positives(panel)
     names = feature_names(settings.features.spatial_lags)
     no_decisions = pd.DataFrame(columns=["decision", "percentile", "decided_at"])
     result = Replay(settings.model.outcome)
     cache: dict[tuple[int, ...], TrainedModel] = {}
     previous = pd.DataFrame(columns=["probability", "percentile", "tier"])
-    first_alert: dict[str, date] = {}
+    alert_dates: dict[str, list[date]] = {}
     as_of = start
     while as_of <= end:
         if progress:
@@ -133,7 +129,7 @@ def replay(settings: Settings, start: date, end: date, step: timedelta,
         table = score_tracts(model, features[names], previous, settings.model.tiers)
         alerted = [a.geoid for a in decide(table, previous, no_decisions, settings.alerts)]
         for geoid in alerted:
-            first_alert.setdefault(geoid, as_of)
+            alert_dates.setdefault(geoid, []).append(as_of)
         high, before = set(table.index[table["tier"] == "high"]), set(previous.index[previous["tier"] == "high"])
         churn = len(high ^ before) / len(high | before) if before and (high | before) else None
         leads = _early(alerted, as_of, positives)
@@ -143,6 +139,7 @@ def replay(settings: Settings, start: date, end: date, step: timedelta,
         as_of += step
     in_range = positives[(positives["end"] >= start) & (positives["end"] <= end)]
     result.positives_in_range = len(in_range)
-    result.positives_alerted_early = int(sum(
-        g in first_alert and first_alert[g] <= e for g, e in zip(in_range["geoid"], in_range["end"])))
+    result.positives_alerted_early = int(sum(  # an alert at most a year before the window opened, up to its end
+        any(s - LEAD_WINDOW <= a <= e for a in alert_dates.get(g, []))
+        for g, s, e in zip(in_range["geoid"], in_range["start"], in_range["end"])))
     return result

@@ -16,16 +16,19 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from apscheduler.jobstores.base import ConflictingIdError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.exc import OperationalError
 
-from risk.errors import LockBusyError, RiskError, StoppedError
+from risk.cron import cron_trigger
+from risk.errors import LockBusyError, OutputError, RiskError, StoppedError
 from risk.settings import Settings, load_settings
 
 JOB_ID = "risk-weekly-run"
@@ -60,7 +63,24 @@ def trigger(settings: Settings) -> BaseTrigger:
     zone = ZoneInfo(settings.schedule.timezone)
     if settings.schedule.every_s:
         return IntervalTrigger(seconds=settings.schedule.every_s, timezone=zone)
-    return CronTrigger.from_crontab(settings.schedule.cron, timezone=zone)
+    return cron_trigger(settings.schedule.cron, zone)
+
+
+def _same(a: BaseTrigger, b: BaseTrigger) -> bool:
+    # str() leaves the time zone out, and an interval trigger's repr() carries its start time
+    return str(a) == str(b) and str(getattr(a, "timezone", "")) == str(getattr(b, "timezone", ""))
+
+
+def _create_job_table(store: SQLAlchemyJobStore) -> None:
+    """Create the job table now: two schedulers starting together would otherwise both try, and one fail."""
+    for attempt in range(3):
+        try:
+            store.jobs_t.create(store.engine, checkfirst=True)
+            return
+        except OperationalError:
+            if attempt == 2:
+                raise
+            time.sleep(0.2)  # the other scheduler created it between our check and our create
 
 
 def build_scheduler(settings: Settings) -> BackgroundScheduler:
@@ -68,8 +88,13 @@ def build_scheduler(settings: Settings) -> BackgroundScheduler:
     from risk.store import engine_for
 
     engine_for(settings.paths.database)  # creates the database folder and our tables
+    try:
+        store = SQLAlchemyJobStore(url=_database_url(settings))
+        _create_job_table(store)
+    except Exception as e:  # SQLAlchemy raises several kinds for a URL it cannot use  # noqa: BLE001
+        raise OutputError(f"schedule.job_store: cannot open {_database_url(settings)!r}: {e}") from e
     return BackgroundScheduler(
-        jobstores={"default": SQLAlchemyJobStore(url=_database_url(settings))},
+        jobstores={"default": store},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": settings.schedule.misfire_grace_s},
         timezone=ZoneInfo(settings.schedule.timezone),
     )
@@ -81,9 +106,14 @@ def ensure_job(scheduler: BackgroundScheduler, settings: Settings, config_path: 
     args = [str(config_path.resolve())]
     job = scheduler.get_job(JOB_ID)
     if job is None:
-        scheduler.add_job(weekly_job, wanted, args=args, id=JOB_ID, name="weekly run")
-        return "added the weekly job"
-    if str(job.trigger) != str(wanted) or list(job.args) != args:
+        try:
+            scheduler.add_job(weekly_job, wanted, args=args, id=JOB_ID, name="weekly run")
+            return "added the weekly job"
+        except ConflictingIdError:  # another scheduler on this store added it a moment ago
+            job = scheduler.get_job(JOB_ID)
+    if job is None:
+        raise OutputError("the weekly job vanished from the job store while starting; start again")
+    if not _same(job.trigger, wanted) or list(job.args) != args:
         scheduler.modify_job(JOB_ID, args=args)
         scheduler.reschedule_job(JOB_ID, trigger=wanted)
         return "updated the stored job to the configured schedule"

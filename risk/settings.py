@@ -295,7 +295,8 @@ class EvictionSurgeSettings(_Section):
     baseline_years: int = Field(6, ge=1, le=6, description="Years up to and including t that form the baseline "
                                 "rate; a long baseline keeps one unusually quiet spell from passing for a surge.")
     alpha: float = Field(0.005, gt=0, lt=0.5, description="One-sided significance level of the rise (conditional test "
-                         "of two rates against the county trend, widened by the counts' overdispersion).")
+                         "of two rates against the county trend; year-to-year noise is negative binomial, its dispersion growing "
+                         "with the filing count).")
     min_rise: float = Field(0.25, ge=0, description="The rate must also rise this much more than the county's (0.25 = 25%).")
     min_filings: int = Field(10, ge=0, description="Tracts with fewer filings in baseline and window together are not labelled.")
     min_renter_households: int = Field(200, ge=0, description="Tracts with fewer renter households at t are not labelled.")
@@ -433,7 +434,8 @@ class AlertSettings(_Section):
 class ScheduleSettings(_Section):
     """`risk schedule`: when the weekly job runs, and where the scheduler keeps its jobs."""
 
-    cron: str = Field("0 6 * * mon", description="Crontab expression (minute hour day month day-of-week).")
+    cron: str = Field("0 6 * * mon", description="Crontab expression (minute hour day month day-of-week; "
+                      "day-of-week as names or as cron numbers, 0 or 7 = Sunday, 1 = Monday).")
     timezone: str = Field("America/Los_Angeles", description="IANA time zone of the cron expression.")
     every_s: int | None = Field(None, ge=1, description="Run every this many seconds instead of the cron "
                                 "expression (for trials and tests).")
@@ -448,11 +450,15 @@ class ScheduleSettings(_Section):
     @field_validator("cron")
     @classmethod
     def _cron(cls, v: str) -> str:
-        from apscheduler.triggers.cron import CronTrigger
+        from zoneinfo import ZoneInfo
 
+        from risk.cron import cron_trigger
+
+        if len(v.split()) != 5:
+            raise ValueError(f"a crontab expression has 5 fields (minute hour day month day-of-week): {v!r}")
         try:
-            CronTrigger.from_crontab(v)
-        except ValueError as e:
+            cron_trigger(v, ZoneInfo("UTC"))
+        except (ValueError, IndexError) as e:
             raise ValueError(f"not a crontab expression ({e}): {v!r}") from e
         return v
 

@@ -2,14 +2,17 @@
 
 A run row is written when a run starts (``running``); its scores and drivers
 are written in one transaction that also marks it ``scored``, so a run's
-scores are stored whole or not at all; it becomes ``finished`` once its
-alerts are queued and delivered. Only finished runs count as "the previous
-run", so a run killed half-way changes nothing that the next run compares
+scores are stored whole or not at all. Its messages are queued in one
+transaction that also sets ``alerted_at``: from then on the run is "the
+previous run" that the next one compares against, even if the process dies
+before it is ``finished``, so next week's run does not alert the same
+changes again. A run killed before that changes nothing the next run compares
 against.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -36,7 +39,8 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.sql.elements import ColumnElement
 
 from risk.errors import OutputError
 
@@ -60,7 +64,13 @@ runs = Table(
     Column("coverage", JSON),
     Column("notes", JSON),
     Column("error", Text),
+    Column("alerted_at", DateTime(timezone=True)),
 )
+
+
+def alerted() -> ColumnElement[bool]:
+    """Runs whose alerts were decided and queued: the ones later runs compare against."""
+    return runs.c.alerted_at.is_not(None) | (runs.c.status == "finished")
 
 locks = Table(
     "locks", metadata,
@@ -151,11 +161,23 @@ def engine_for(url_or_path: str | Path) -> Engine:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA foreign_keys=ON")
     try:
-        metadata.create_all(engine)
-        _add_missing_columns(engine)
+        _create_tables(engine)
     except SQLAlchemyError as e:
         raise OutputError(f"cannot open the database {text}: {e.__class__.__name__}: {e.args[0]}") from e
     return engine
+
+
+def _create_tables(engine: Engine, attempts: int = 3) -> None:
+    """Create missing tables and columns; two processes starting together may race, so retry."""
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            _add_missing_columns(engine)
+            return
+        except OperationalError as e:
+            if attempt == attempts - 1 or "already exists" not in str(e) and "duplicate column" not in str(e):
+                raise
+            time.sleep(0.2)
 
 
 def _add_missing_columns(engine: Engine) -> None:
@@ -173,9 +195,9 @@ def _add_missing_columns(engine: Engine) -> None:
 
 
 def previous_scores(engine: Engine, before_run: int | None = None) -> pd.DataFrame:
-    """Scores of the newest finished run (before ``before_run`` if given), indexed by GEOID."""
+    """Scores of the newest alerted run (before ``before_run`` if given), indexed by GEOID."""
     with engine.connect() as conn:
-        query = select(runs.c.id).where(runs.c.status == "finished")
+        query = select(runs.c.id).where(alerted())
         if before_run is not None:
             query = query.where(runs.c.id < before_run)
         last = conn.execute(query.order_by(runs.c.id.desc()).limit(1)).scalar()
@@ -219,8 +241,8 @@ def run_drivers(engine: Engine, run_id: int) -> pd.DataFrame:
 
 
 def latest_run(engine: Engine) -> dict | None:
-    """The newest finished run."""
+    """The newest run whose alerts were decided (normally finished)."""
     with engine.connect() as conn:
-        row = conn.execute(select(runs).where(runs.c.status == "finished").order_by(runs.c.id.desc())
+        row = conn.execute(select(runs).where(alerted()).order_by(runs.c.id.desc())
                            .limit(1)).mappings().first()
     return dict(row) if row else None

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from risk.backtest import Backtest, build_panel
-from risk.dictionary import feature_names
+from risk.dictionary import feature_names, model_feature_names
 from risk.labels import outcome_for
 from risk.model import TrainingRows, train
 from risk.registry import ModelRecord, Registry, RegistryError
@@ -34,7 +34,7 @@ def config_hash(settings: Settings) -> str:
 def train_and_register(settings: Settings, sources: Sources, as_of: date, backtest: Backtest) -> TrainingResult:
     """Train on the origins closed by ``as_of``, register the model, and promote it if it is not worse."""
     outcome = outcome_for(backtest.outcome, settings)
-    features = feature_names(settings.features.spatial_lags)
+    features = model_feature_names(settings.features.spatial_lags)
     # the backtest already built every origin's features and labels: reuse them rather than build them twice
     panel = [d for d in (backtest.panel or build_panel(outcome, sources, settings)) if d.origin.closes <= as_of]
     if not panel:
@@ -45,7 +45,9 @@ def train_and_register(settings: Settings, sources: Sources, as_of: date, backte
     registry = Registry(settings.paths.models)
     metadata = {
         "outcome": backtest.outcome, "as_of": as_of.isoformat(), "config_hash": config_hash(settings),
-        "data_hashes": sources.file_hashes, "features": features,
+        # "features" is the feature table the model scores (the pipeline's contract); the model uses a subset
+        "data_hashes": sources.file_hashes, "features": feature_names(settings.features.spatial_lags),
+        "model_features": features,
         "training_origins": [d.origin.year for d in panel],
         "training_window": [panel[0].origin.as_of.isoformat(), panel[-1].origin.closes.isoformat()],
         "training_rows": int(sum(len(d.labels) for d in panel)),

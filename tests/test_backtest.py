@@ -12,6 +12,7 @@ from conftest import bundled_config_copy
 
 from risk.backtest import MODELS, Backtest, run_backtest
 from risk.cli import main
+from risk.dictionary import model_feature_names
 from risk.labels import outcome_for
 from risk.report import write_report
 from risk.settings import Settings
@@ -32,6 +33,11 @@ def test_every_model_trains_only_on_origins_closed_before_the_test_origin(
         for year in trained_on:
             assert year < test
             assert origins[year].closes <= origins[test].as_of
+
+
+def test_both_learners_train_on_the_comparable_features(eviction_backtest: Backtest) -> None:
+    assert list(eviction_backtest.presence.index) == model_feature_names()
+    assert "eviction_filing_rate_12m" not in eviction_backtest.presence.index  # per renter: drifts between years
 
 
 def test_all_models_are_scored_on_the_same_cases(eviction_backtest: Backtest) -> None:

@@ -114,3 +114,18 @@ def test_a_run_killed_at_any_point_loses_no_message_and_sends_none_twice(
             assert {r["message_id"] for r in this_week} <= set(arrived)
             assert set(arrived.values()) == {1}
     assert kills >= 20
+
+
+def test_a_message_the_server_accepted_just_before_a_kill_is_sent_again_with_the_same_id(
+        tmp_path: Path, trained_job: Path) -> None:
+    # the one window no SMTP client can close (see risk/delivery.py): at least once, never lost
+    import shutil
+
+    with SmtpServer() as server:
+        config = job_config(tmp_path / "job", recipients=RECIPIENTS[:1], delivery={"transport": "smtp", "smtp": {
+            "host": server.host, "port": server.port, "security": "none", "timeout_s": 5}})
+        shutil.copytree(trained_job / "models", tmp_path / "job" / "models")
+        assert run_until(config, ["run", "--as-of", WEEKS[1]], "deliver.sent", tmp_path / "reached").killed
+        assert run_until(config, ["run", "--as-of", WEEKS[1]], None, tmp_path / "reached").exit_code == 0
+        ids = [str(m.message["Message-ID"]) for m in server.messages]
+    assert len(ids) == 2 and ids[0] == ids[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
 
 import numpy as np
@@ -9,8 +10,8 @@ import pandas as pd
 import pytest
 from world import CITY, GEOIDS, World, make_world
 
-from risk.dictionary import BY_NAME, FEATURES, feature_names
-from risk.features import build_features
+from risk.dictionary import BY_NAME, FEATURES, LAG_FEATURES, feature_names, model_feature_names
+from risk.features import build_features, shrunk_ratio
 from risk.settings import FeatureSettings, load_settings
 from risk.sources import Sources, load_sources
 from risk.spatial import neighbours
@@ -157,3 +158,57 @@ def test_annual_change_skips_a_same_day_republication(world: World) -> None:
     sources = load_sources(load_settings(world.config))
     f = build_features(sources, date(2014, 1, 1))
     assert (f["acs_rent_change_annual"].dropna() != 0).all()
+
+
+def test_shrunk_ratio_pulls_a_small_tract_toward_the_county_and_leaves_a_big_one() -> None:
+    rng = np.random.default_rng(0)
+    expected = pd.Series(np.r_[np.full(60, 50.0), 1000.0, 2.0, np.nan])
+    counts = pd.Series(np.r_[rng.poisson(50 * rng.gamma(4, 0.25, 60)), 2000.0, 4.0, 3.0])
+    ratio = shrunk_ratio(counts, expected)
+    assert ratio.iloc[60] == pytest.approx(2.0, rel=0.05)  # 2,000 filings where 1,000 were expected: no doubt
+    assert 0.9 < ratio.iloc[61] < 1.6  # 4 where 2 were expected: mostly chance
+    assert np.isnan(ratio.iloc[62])
+
+
+def test_eviction_ratios_do_not_move_when_the_whole_county_files_more(world_sources: Sources) -> None:
+    # rates per renter drift with the county's filing level; ratios to the county over the same years do not
+    # (up to the shrinkage, which weakens as counts grow)
+    as_of = date(2015, 12, 31)
+    ev = world_sources.evictions.copy()
+    ev["filings"] = ev["filings"] * 3
+    tripled = build_features(dataclasses.replace(world_sources, evictions=ev), as_of)
+    base = build_features(world_sources, as_of)
+    ratios = [c for c in base.columns if "eviction_filing_ratio" in c]
+    assert len(ratios) == 6
+    levels = [c for c in ratios if "change" not in c]
+    pd.testing.assert_frame_equal(base[levels], tripled[levels], rtol=0.01)
+    changes = [c for c in ratios if "change" in c]  # in percent
+    pd.testing.assert_frame_equal(base[changes], tripled[changes], rtol=0, atol=1.0)
+    np.testing.assert_allclose(tripled["eviction_filing_rate_12m"], 3 * base["eviction_filing_rate_12m"])
+
+
+def test_levels_against_the_region_divide_by_the_median_tract(world_sources: Sources) -> None:
+    f = build_features(world_sources, date(2015, 12, 31))
+    for level in ("acs_median_rent", "acs_median_home_value", "rent_index", "home_value_index"):
+        expected = f[level] / f[level].median()
+        pd.testing.assert_series_equal(f[f"{level}_vs_region"], expected, check_names=False)
+
+
+def test_renter_growth_needs_two_census_counts(world_sources: Sources) -> None:
+    assert build_features(world_sources, date(2002, 1, 1))["renter_households_change_annual"].isna().all()
+    f = build_features(world_sources, date(2012, 1, 1))
+    # Census 2000 (500 + 40 i renters, released 2002-08-01) to Eviction Lab's 2010 count (600 + 40 i, 2011-06-30)
+    years = (pd.Timestamp("2011-06-30") - pd.Timestamp("2002-08-01")).days / 365.25
+    assert f.loc[GEOIDS[0], "renter_households_change_annual"] == pytest.approx(100 * ((600 / 500) ** (1 / years) - 1))
+
+
+def test_models_see_only_features_comparable_across_years() -> None:
+    modelled = set(model_feature_names())
+    for name in ("acs_median_rent", "home_value_index", "eviction_filing_rate_12m", "nbr_eviction_filing_rate_36m",
+                 "renter_share"):
+        assert name not in modelled and name in feature_names()
+    for name in ("acs_median_rent_vs_region", "home_value_index_vs_region", "eviction_filing_ratio_12m",
+                 "nbr_eviction_filing_ratio_36m", "renter_share_vs_region", "cov_evictions"):
+        assert name in modelled
+    assert all(f.modelled == BY_NAME[f.name.removeprefix("nbr_")].modelled for f in LAG_FEATURES)
+    assert model_feature_names(False) == [n for n in model_feature_names() if not n.startswith("nbr_")]

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from risk.dictionary import feature_names
+from risk.dictionary import model_feature_names
 from risk.features import build_features
 from risk.model import TrainedModel, TrainingRows, train
 from risk.registry import Registry, RegistryError
@@ -32,7 +32,7 @@ def rows(bundled_sources: Sources) -> list[TrainingRows]:
 
 
 def _model(rows: list[TrainingRows], seed: int = 7) -> TrainedModel:
-    return train(rows, feature_names(), seed)
+    return train(rows, model_feature_names(), seed)
 
 
 def test_same_data_and_settings_give_a_byte_identical_model_file(rows, tmp_path: Path) -> None:
@@ -93,7 +93,7 @@ def test_registry_folders_hold_model_metadata_and_versions(rows, tmp_path: Path)
     record = _register(Registry(tmp_path), rows, "m1", 0.3)
     assert {p.name for p in record.folder.iterdir()} == {"model.txt", "calibration.json", "metadata.json"}
     assert {"lightgbm", "shap", "pandas"} <= set(record.metadata["libraries"])
-    assert record.load().features == feature_names()
+    assert record.load().features == model_feature_names()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 

@@ -84,7 +84,8 @@ def test_an_earlier_record_does_change_features(bundled_sources: Sources, as_of:
     base = build_features(bundled_sources, as_of)
     changed = build_features(_mutate(bundled_sources, as_of, np.random.default_rng(3), delete=0.0, past=True), as_of)
     differs = [c for c in base.columns if not base[c].equals(changed[c])]
-    assert {"eviction_filing_rate_change_3y", "permits_new_12m", "low_income_share", "acs_median_rent"} <= set(differs)
+    assert {"eviction_filing_rate_change_3y", "permits_new_12m", "low_income_share", "acs_median_rent",
+            "eviction_filing_ratio_change_3y", "eviction_filing_ratio_12m", "acs_median_rent_vs_region"} <= set(differs)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

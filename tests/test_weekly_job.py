@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,9 +19,9 @@ from jobproc import job_config
 from sqlalchemy import insert
 
 from risk.cli import main
-from risk.errors import LockBusyError, StaleDataError
+from risk.errors import LockBusyError, RiskError, StaleDataError
 from risk.history import get_run, list_runs
-from risk.lock import RunLock
+from risk.lock import RunLock, host_identity
 from risk.pipeline import retrain_reason, run
 from risk.registry import ModelRecord
 from risk.settings import load_settings
@@ -37,6 +36,14 @@ def _job(folder: Path, trained_job: Path, **kwargs: object) -> Path:
     """A job folder whose registry already holds a champion for the bundled data."""
     config = job_config(folder, **kwargs)  # type: ignore[arg-type]
     shutil.copytree(trained_job / "models", folder / "models")
+    return config
+
+
+def _optional_evictions(config: Path) -> Path:
+    """The config with evictions no longer required."""
+    text = config.read_text()
+    assert "required: true" in text
+    config.write_text(text.replace("required: true", "required: false"))
     return config
 
 
@@ -96,7 +103,7 @@ def test_a_lock_left_by_a_killed_process_on_this_host_is_taken_over(tmp_path: Pa
     engine = engine_for(tmp_path / "risk.sqlite")
     gone = subprocess.Popen(["true"])
     gone.wait()
-    _plant_lock(engine, socket.gethostname(), gone.pid, datetime.now(UTC))
+    _plant_lock(engine, host_identity(), gone.pid, datetime.now(UTC))
     with RunLock(engine, stale_s=600) as lock, engine.connect() as conn:
         assert conn.execute(locks.select()).mappings().one()["owner"] == lock.owner
 
@@ -129,22 +136,24 @@ def test_retraining_follows_the_configured_policy(tmp_path: Path, bundled_source
     hashes = bundled_sources.file_hashes  # type: ignore[attr-defined]
     same = _record({"features": names, "data_hashes": hashes, "as_of": "2018-03-05"})
     changed = _record({"features": names, "data_hashes": {**hashes, "x": "0"}, "as_of": "2018-03-05"})
-    assert retrain_reason(settings("never"), None, bundled_sources, AS_OF) == "no champion yet"
-    assert retrain_reason(settings("never"), changed, bundled_sources, AS_OF) is None
-    assert "other features" in retrain_reason(settings("never"), _record({"features": ["a"]}), bundled_sources,
+    assert retrain_reason(settings("never"), None, None, bundled_sources, AS_OF) == "no champion yet"
+    assert retrain_reason(settings("never"), changed, None, bundled_sources, AS_OF) is None
+    assert "other features" in retrain_reason(settings("never"), _record({"features": ["a"]}), None, bundled_sources,
                                               AS_OF)
-    assert retrain_reason(settings("data_changed"), same, bundled_sources, AS_OF) is None
-    assert "changed" in retrain_reason(settings("data_changed"), changed, bundled_sources, AS_OF)
+    assert retrain_reason(settings("data_changed"), same, None, bundled_sources, AS_OF) is None
+    assert "changed" in retrain_reason(settings("data_changed"), changed, None, bundled_sources, AS_OF)
     weekly = settings("every_n_weeks")
-    assert retrain_reason(weekly, same, bundled_sources, AS_OF + timedelta(weeks=3)) is None
-    assert "4 weeks" in retrain_reason(weekly, same, bundled_sources, AS_OF + timedelta(weeks=4))
+    assert retrain_reason(weekly, same, None, bundled_sources, AS_OF + timedelta(weeks=3)) is None
+    assert "4 weeks" in retrain_reason(weekly, same, None, bundled_sources, AS_OF + timedelta(weeks=4))
+    # a challenger trained on this data but not promoted counts: the next run does not train it again
+    assert retrain_reason(settings("data_changed"), changed, same, bundled_sources, AS_OF) is None
+    assert retrain_reason(weekly, changed, same, bundled_sources, AS_OF + timedelta(weeks=1)) is None
 
 
 def test_a_required_source_that_is_stale_fails_the_run_naming_it(tmp_path: Path, trained_job: Path) -> None:
-    config = _job(tmp_path, trained_job, sections={})
-    text = config.read_text().replace("max_age_days: 730", "max_age_days: 730\n    required: true")
-    config.write_text(text)
+    config = _job(tmp_path, trained_job)
     settings = load_settings(config)
+    assert settings.sources.evictions.required  # as in the bundled config
     with pytest.raises(StaleDataError, match=r"evictions: stale, newest record 2017-03-01"):
         run(settings, as_of=date(2022, 1, 3))
     code, output = _cli(config, "run", "--as-of", "2022-01-03")
@@ -153,7 +162,7 @@ def test_a_required_source_that_is_stale_fails_the_run_naming_it(tmp_path: Path,
 
 
 def test_a_stale_optional_source_is_dropped_and_reported_in_the_summary(tmp_path: Path, trained_job: Path) -> None:
-    settings = load_settings(_job(tmp_path, trained_job))
+    settings = load_settings(_optional_evictions(_job(tmp_path, trained_job)))
     result = run(settings, as_of=date(2022, 1, 3))
     assert result.coverage["evictions"] == 0
     assert any(n.startswith("evictions: stale, newest record 2017-03-01") for n in result.data_notes)
@@ -161,7 +170,7 @@ def test_a_stale_optional_source_is_dropped_and_reported_in_the_summary(tmp_path
 
 
 def test_a_sharp_drop_in_coverage_since_the_last_run_is_reported(tmp_path: Path, trained_job: Path) -> None:
-    settings = load_settings(_job(tmp_path, trained_job))
+    settings = load_settings(_optional_evictions(_job(tmp_path, trained_job)))
     run(settings, as_of=AS_OF)
     later = run(settings, as_of=date(2022, 1, 3))  # evictions stale by then: coverage 397 -> 0
     assert any("evictions: tract coverage fell from 397 to 0" in n for n in later.data_notes)
@@ -208,3 +217,24 @@ def test_replay_rejects_a_bad_step_naming_the_option(tmp_path: Path) -> None:
     code, output = _cli(job_config(tmp_path), "replay", "--from", "2014-01-06", "--to", "2014-02-03",
                         "--every", "7x")
     assert code == 2 and "--every" in output and "'7x' is not a step" in output
+
+
+def test_the_heartbeat_keeps_the_lock_fresh_and_a_taken_lock_is_noticed(tmp_path: Path) -> None:
+    engine = engine_for(tmp_path / "risk.sqlite")
+    lock = RunLock(engine, stale_s=10)  # a heartbeat every 1.25 s
+    lock.acquire()
+    with engine.connect() as conn:
+        first = conn.execute(locks.select()).mappings().one()["heartbeat_at"]
+    time.sleep(2)
+    with engine.connect() as conn:
+        assert conn.execute(locks.select()).mappings().one()["heartbeat_at"] > first
+    with engine.begin() as conn:
+        conn.execute(locks.update().values(owner="someone-else"))
+    deadline = time.monotonic() + 10
+    while not lock.lost.is_set() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with pytest.raises(RiskError, match="lost the database run lock"):
+        lock.check()
+    lock.release()
+    with engine.connect() as conn:
+        assert conn.execute(locks.select()).mappings().one()["owner"] == "someone-else"  # not ours to delete

@@ -26,7 +26,7 @@ from risk.model import TrainedModel
 from risk.registry import ModelRecord, Registry
 from risk.scores import TIERS
 from risk.settings import Settings
-from risk.store import latest_run, run_drivers, run_scores, runs, scores
+from risk.store import alerted, latest_run, run_drivers, run_scores, runs, scores
 from risk.web.geo import Geography, load_geography
 
 T = TypeVar("T")
@@ -225,7 +225,7 @@ class WebData:
         """The tract's score in every finished run, oldest first."""
         query = (select(runs.c.id, runs.c.as_of, scores.c.probability, scores.c.percentile, scores.c.tier)
                  .join(runs, runs.c.id == scores.c.run_id)
-                 .where(scores.c.geoid == geoid, runs.c.status == "finished").order_by(runs.c.id))
+                 .where(scores.c.geoid == geoid, alerted()).order_by(runs.c.id))
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [{"run_id": r["id"], "as_of": r["as_of"], "probability": float(r["probability"]),
@@ -238,7 +238,7 @@ class WebData:
         job judged it; a run's answer is computed once and kept."""
         with self.engine.connect() as conn:
             finished = conn.execute(select(runs.c.id, runs.c.as_of, runs.c.finished_at)
-                                    .where(runs.c.status == "finished").order_by(runs.c.id)).mappings().all()
+                                    .where(alerted()).order_by(runs.c.id)).mappings().all()
         reviews: list[dict[str, Any]] | None = None
         out = []
         for i, run in enumerate(finished):
