@@ -6,9 +6,9 @@ column suffix per vintage (``udp.csv``), an Eviction Lab tract CSV
 Socrata permit export (``permits_sdci.csv``) with the permit office's tracts
 (``coverage.csv``), tract boundaries as a grid of squares (``tracts.geojson``
 or ``tracts.gpkg``), a ready-to-run ``config.yaml`` and a ``README.md``.
-Tracts lie in California counties (state FIPS 06: the UDP file stores GEOIDs
-as integers and loses the leading zero, as the published one does). The same
-arguments give the same bytes.
+Tracts lie in California counties (state FIPS 06), so the UDP file, which
+stores GEOIDs as integers like the published one, loses their leading zero.
+The same arguments give the same bytes.
 
 ## The planted process
 
@@ -45,11 +45,9 @@ the three drivers first in its global SHAP importance.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import textwrap
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -255,20 +253,10 @@ class _Simulation:
         return out | {"poverty": share(self.poverty), "burden": share(self.burden)}
 
 
-@contextlib.contextmanager
-def _output(path: Path) -> Iterator[Path]:
-    """:func:`atomic_path` with an ordinary new file's permissions (its temporary file is private)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    with atomic_path(path) as tmp:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~umask)
-
-
 def _write_csv(path: Path, columns: dict[str, object], quote: bool = False) -> None:
     """A CSV through Arrow (tens of millions of rows in seconds), its header unquoted like the published files'."""
     table = pa.table({k: v if isinstance(v, pa.Array) else pa.array(v) for k, v in columns.items()})
-    with _output(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         fh.write((",".join(columns) + "\n").encode())
         options = pacsv.WriteOptions(include_header=False, quoting_style="needed" if quote else "none")
         pacsv.write_csv(table, fh, options)
@@ -293,7 +281,7 @@ def _write_geojson(sim: _Simulation, path: Path) -> None:
         f'{ring.format(x0, y0, x1, y1)}}}}}' for g, name, x0, y0, x1, y1 in zip(
             sim.geoid.tolist(), sim.name.tolist(), sim.x0.tolist(), sim.y0.tolist(), sim.x1.tolist(), sim.y1.tolist()))
     crs = '"crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:OGC:1.3:CRS84"}}'
-    with _output(path) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(f'{{"type": "FeatureCollection", "name": "tracts", {crs}, "features": [\n{features}\n]}}\n')
 
 
@@ -309,7 +297,7 @@ def _write_gpkg(sim: _Simulation, path: Path) -> None:
     # a GeoPackage records when it was written: pin that, so the same seed gives the same bytes
     before = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
     pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": f"{sim.last}-12-31T00:00:00Z"})
-    with _output(path) as tmp:
+    with atomic_path(path) as tmp:
         scratch = tmp.with_name(tmp.name + ".gpkg")  # GDAL wants the extension
         try:
             frame.to_file(scratch, driver="GPKG", engine="pyogrio", layer="tracts")
@@ -406,6 +394,7 @@ sources:
   evictions:
     path: evictions.csv
     available_after_days: {PUBLICATION_LAG_DAYS}
+    required: true            # the outcome's own measure: runs default to the last date it is fresh
     vintages:                 # each year's demographic columns repeat the newest release at or before it{steps}
     renter_anchors:           # decennial renter counts{anchors}
   rent:
@@ -427,7 +416,9 @@ def _readme(sim: _Simulation, seed: int, files: dict[str, Path]) -> str:
     return (f"# Synthetic world: {sim.n} tracts, {sim.first}-{sim.last}, seed {seed}\n\n"
             f"Written by `risk synth --tracts {sim.n} --years {sim.last - sim.first + 1} --seed {seed} --start-year "
             f"{sim.first}` (`risk/synth.py`) in the published formats the loaders read; `config.yaml` uses every file. "
-            "Nothing here is real: the tracts are squares on a grid.\n\n"
+            f"Nothing here is real: the tracts are squares on a grid. The series end in {sim.last}: run the weekly "
+            f"job inside them (`risk --config config.yaml run --as-of {sim.last + 1}-03-01`; its first run "
+            "backtests, which needs at least 14 years).\n\n"
             + "".join(f"- `{p.name}`\n" for p in files.values())
             + f"\n## The planted process\n{process.rstrip()}\n\nParameters: THRESHOLD = {THRESHOLD}, "
             f"BETA = {BETA}, CAP = {CAP}, NOISE = {NOISE}, NB_SIZE = {NB_SIZE:g}.\n")
@@ -462,6 +453,10 @@ def write_world(out: Path, tracts: int, years: int, seed: int = 0, start_year: i
             job.result()
     written = {"config": out / "config.yaml", "readme": out / "README.md"}
     for path, text in ((written["config"], _config(sim, geometry)), (written["readme"], _readme(sim, seed, files))):
-        with _output(path) as tmp:
+        with atomic_path(path) as tmp:
             tmp.write_text(text, encoding="utf-8")
+    umask = os.umask(0)  # the only way to read it; no other thread of ours runs now
+    os.umask(umask)
+    for path in (written | files).values():
+        os.chmod(path, 0o666 & ~umask)  # data to share, not the private mode of atomic_path's temporary files
     return written | files
