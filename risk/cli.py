@@ -52,14 +52,16 @@ def handles_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _settings(ctx: click.Context) -> Settings:
+def settings_of(ctx: click.Context) -> Settings:
+    """The settings, loaded once per command from the --config file."""
     obj = ctx.ensure_object(dict)
     if "settings" not in obj:
         obj["settings"] = load_settings(obj["config_path"])
     return obj["settings"]
 
 
-def _parse_date(_ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
+def parse_date(_ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
+    """A click callback: YYYY-MM-DD as a date, or a message naming the option."""
     if value is None:
         return None
     try:
@@ -89,7 +91,7 @@ def config() -> None:
 @handles_errors
 def config_check(ctx: click.Context) -> None:
     """Validate the configuration and print the effective settings."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     out.print(f"# {settings.config_path}: valid", highlight=False)
     click.echo(effective_config(settings))
 
@@ -111,7 +113,7 @@ def validate(ctx: click.Context, as_json: bool) -> None:
     """Check every input file; report all problems at once (exit 3 if any is an error)."""
     from risk.validation import validate as run_validation
 
-    report = run_validation(_settings(ctx))
+    report = run_validation(settings_of(ctx))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -137,7 +139,7 @@ def _print_report(report: Any) -> None:
 
 
 @main.command()
-@click.option("--as-of", "as_of", required=True, callback=_parse_date, help="Date the features are known at.")
+@click.option("--as-of", "as_of", required=True, callback=parse_date, help="Date the features are known at.")
 @click.option("--out", "out_path", required=True, type=click.Path(path_type=Path), help="Parquet file to write.")
 @click.pass_context
 @handles_errors
@@ -147,7 +149,7 @@ def features(ctx: click.Context, as_of: date, out_path: Path) -> None:
     from risk.pipeline import write_features
     from risk.sources import load_sources
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     with err.status("loading and validating sources"):
         sources = load_sources(settings)
     with err.status(f"building features at {as_of}"):
@@ -174,7 +176,7 @@ def labels(ctx: click.Context, outcome: str | None, as_json: bool) -> None:
     from risk.labels import label_summary, null_check, outcome_for
     from risk.sources import load_sources
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     name = outcome or settings.model.outcome
     with err.status("loading sources and simulating no-change worlds"):
         sources = load_sources(settings)
@@ -209,7 +211,7 @@ def backtest(ctx: click.Context, outcome: str | None, as_json: bool) -> None:
     from risk.report import write_report
     from risk.sources import load_sources
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     with err.status("loading sources") as status:
         sources = load_sources(settings)
         result = run_backtest(settings, sources, outcome, progress=lambda m: status.update(m))
@@ -224,7 +226,7 @@ def backtest(ctx: click.Context, outcome: str | None, as_json: bool) -> None:
 
 @main.command()
 @_outcome_option
-@click.option("--as-of", "as_of", default=None, callback=_parse_date,
+@click.option("--as-of", "as_of", default=None, callback=parse_date,
               help="Train on outcome windows closed by this date (default: the newest date the data supports).")
 @click.pass_context
 @handles_errors
@@ -237,7 +239,7 @@ def train(ctx: click.Context, outcome: str | None, as_of: date | None) -> None:
     from risk.sources import load_sources
     from risk.training import train_and_register
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     with err.status("loading sources") as status:
         sources = load_sources(settings)
         as_of = as_of or default_as_of(sources, required_sources(settings))
@@ -261,7 +263,7 @@ def models_list(ctx: click.Context) -> None:
     """Every registered model, the champion marked."""
     from risk.registry import Registry
 
-    registry = Registry(_settings(ctx).paths.models)
+    registry = Registry(settings_of(ctx).paths.models)
     champions = {r.outcome: registry.champion(r.outcome) for r in registry.list()}
     table = Table("", "model", "outcome", "trained as of", "origins", "backtest PR-AUC", "created",
                   title="* = champion of its outcome")
@@ -284,7 +286,7 @@ def models_show(ctx: click.Context, model_id: str) -> None:
     """A model's metadata as JSON."""
     from risk.registry import Registry
 
-    click.echo(json.dumps(Registry(_settings(ctx).paths.models).get(model_id).metadata, indent=2))
+    click.echo(json.dumps(Registry(settings_of(ctx).paths.models).get(model_id).metadata, indent=2))
 
 
 @models.command("promote")
@@ -295,7 +297,7 @@ def models_promote(ctx: click.Context, model_id: str) -> None:
     """Make a model the champion (by hand, whatever its metrics)."""
     from risk.registry import Registry
 
-    record = Registry(_settings(ctx).paths.models).promote(model_id)
+    record = Registry(settings_of(ctx).paths.models).promote(model_id)
     out.print(f"champion: {record.model_id}", highlight=False)
 
 
@@ -307,7 +309,7 @@ def models_rollback(ctx: click.Context, outcome: str | None) -> None:
     """Return an outcome to its previous champion."""
     from risk.registry import Registry
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     record = Registry(settings.paths.models).rollback(outcome or settings.model.outcome)
     out.print(f"champion: {record.model_id}", highlight=False)
 
@@ -345,7 +347,7 @@ def explain(ctx: click.Context, geoid: str, as_json: bool, png: Path | None) -> 
     from risk.explain import contributions, tract_explanation, waterfall_png
     from risk.store import engine_for, run_scores
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     run_row, features, record = _latest_run(settings)
     geoid = geoid.strip().zfill(11)
     if geoid not in features.index:
@@ -382,7 +384,7 @@ def alerts_preview(ctx: click.Context, out_dir: Path | None) -> None:
     from risk.messages import save_preview
     from risk.pipeline import latest_outputs
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     out_dir = out_dir or settings.paths.reports / "preview"
     with err.status("rendering messages"):
         run_id, outputs, sources = latest_outputs(settings)
@@ -402,7 +404,7 @@ def alerts_send(ctx: click.Context) -> None:
     from risk.lock import RunLock
     from risk.store import engine_for
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     engine = engine_for(settings.paths.database)
     with RunLock(engine, settings.schedule.lock_stale_s):  # never beside a weekly run's own delivery
         requeue_interrupted(engine)
@@ -424,7 +426,7 @@ def outbox_list(ctx: click.Context, as_json: bool) -> None:
     from risk.delivery import outbox_rows
     from risk.store import engine_for
 
-    rows = outbox_rows(engine_for(_settings(ctx).paths.database))
+    rows = outbox_rows(engine_for(settings_of(ctx).paths.database))
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return

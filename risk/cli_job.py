@@ -16,7 +16,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from risk.cli import _parse_date, _settings, err, handles_errors, main, out
+from risk.cli import err, handles_errors, main, out, parse_date, settings_of
 
 
 @contextlib.contextmanager
@@ -37,7 +37,7 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 
 
 @main.command()
-@click.option("--as-of", "as_of", default=None, callback=_parse_date,
+@click.option("--as-of", "as_of", default=None, callback=parse_date,
               help="Run as of this date (default: the newest date the data supports).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_context
@@ -47,7 +47,7 @@ def run(ctx: click.Context, as_of: date | None, as_json: bool) -> None:
     from risk.pipeline import STAGES
     from risk.pipeline import run as run_pipeline
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     with _stop_on_signals() as stop, err.status("starting the weekly job") as status:
         def on_stage(name: str) -> None:
             status.update(f"stage {STAGES.index(name) + 1}/{len(STAGES)}: {name}")
@@ -87,7 +87,7 @@ def runs_list(ctx: click.Context, limit: int, as_json: bool) -> None:
     from risk.history import list_runs
     from risk.store import engine_for
 
-    rows = list_runs(engine_for(_settings(ctx).paths.database), limit)
+    rows = list_runs(engine_for(settings_of(ctx).paths.database), limit)
     if as_json:
         click.echo(json.dumps([_jsonable(r) for r in rows], indent=2, default=str))
         return
@@ -112,7 +112,7 @@ def runs_show(ctx: click.Context, run_id: int) -> None:
     from risk.history import get_run
     from risk.store import engine_for
 
-    row = get_run(engine_for(_settings(ctx).paths.database), run_id)
+    row = get_run(engine_for(settings_of(ctx).paths.database), run_id)
     if row is None:
         raise RiskError(f"no run {run_id} in the database (see `risk runs list`)")
     click.echo(json.dumps(_jsonable(row), indent=2, default=str))
@@ -125,7 +125,7 @@ def schedule(ctx: click.Context) -> None:
     """Run the weekly job on the configured schedule until SIGTERM or SIGINT."""
     from risk.scheduler import serve
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     if not logging.getLogger().handlers or logging.getLogger().level > logging.INFO:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                             force=True)
@@ -144,8 +144,8 @@ def _parse_every(_ctx: click.Context, param: click.Parameter, value: str) -> tim
 
 
 @main.command()
-@click.option("--from", "start", required=True, callback=_parse_date, help="First as-of date (YYYY-MM-DD).")
-@click.option("--to", "end", required=True, callback=_parse_date, help="Last as-of date (YYYY-MM-DD).")
+@click.option("--from", "start", required=True, callback=parse_date, help="First as-of date (YYYY-MM-DD).")
+@click.option("--to", "end", required=True, callback=parse_date, help="Last as-of date (YYYY-MM-DD).")
 @click.option("--every", "step", default="7d", show_default=True, callback=_parse_every,
               help="Step between runs: Nd or Nw.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -155,7 +155,7 @@ def replay(ctx: click.Context, start: date, end: date, step: timedelta, as_json:
     """Run the weekly cycle over history without sending e-mail: alerts, churn and lead time per week."""
     from risk.replay import replay as run_replay
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     if end < start:
         raise click.BadParameter("--to must not be before --from", param_hint="--to")
     with err.status("replaying") as status:

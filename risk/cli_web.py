@@ -31,7 +31,7 @@ def _handles_errors(fn: F) -> F:
 
 
 def _settings(ctx: click.Context) -> Any:
-    from risk.cli import _settings as settings_of
+    from risk.cli import settings_of
 
     return settings_of(ctx)
 
