@@ -32,6 +32,8 @@ from pydantic import ValidationError
 from smtp import Received, SmtpServer
 from sqlalchemy import Engine
 
+from mailparts import html_of, text_of
+
 from risk.alerts import Alert, decide, idempotency_key, week_of
 from risk.delivery import Outgoing, outbox_rows, queue, send_queued
 from risk.dictionary import feature_names
@@ -106,21 +108,9 @@ def _rows(engine: Engine) -> dict[str, dict]:
     return {r["recipient"]: r for r in outbox_rows(engine)}
 
 
-def _html(msg: EmailMessage) -> str:
-    part = msg.get_body(("html",))
-    assert part is not None
-    return part.get_content()
-
-
-def _text(msg: EmailMessage) -> str:
-    part = msg.get_body(("plain",))
-    assert part is not None
-    return part.get_content()
-
-
 def _listed(msg: EmailMessage) -> set[str]:
     """GEOIDs a message lists, from the review links of the text part (and the same in the HTML)."""
-    text, html = set(GEOID.findall(_text(msg))), set(GEOID.findall(_html(msg)))
+    text, html = set(GEOID.findall(text_of(msg))), set(GEOID.findall(html_of(msg)))
     assert text == html
     return text
 
@@ -303,7 +293,7 @@ def test_a_digest_without_pictures_references_no_picture(bundled_settings: Setti
                    rows=[_row("53033030802", waterfall=False)])
     assert msg.get_content_type() == "multipart/alternative"
     assert [p.get_content_type() for p in msg.walk()] == ["multipart/alternative", "text/plain", "text/html"]
-    assert "cid:" not in _html(msg)
+    assert "cid:" not in html_of(msg)
 
 
 @pytest.mark.slow
@@ -580,12 +570,12 @@ def test_html_in_names_and_notes_is_escaped_in_the_html_part(bundled_settings: S
     person = Recipient(name="<script>alert('name')</script>", email="x@example.org")
     rows = [_row("53033030802", name="<img src=x onerror=alert(1)>")]
     msg = _message(bundled_settings, person, rows=rows, notes=["<script>alert('note')</script> & <b>bold</b>"])
-    html = _html(msg)
+    html = html_of(msg)
     assert "<script" not in html and "<img src=x" not in html and "<b>bold" not in html
     assert "&lt;script&gt;alert(&#39;name&#39;)&lt;/script&gt;" in html
     assert "&lt;script&gt;alert(&#39;note&#39;)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
-    text = _text(msg)  # the plain-text part shows them as written
+    text = text_of(msg)  # the plain-text part shows them as written
     assert "<script>alert('name')</script>" in text and "<b>bold</b>" in text
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mailparts import html_of, text_of
+
 import risk.digests
 from risk.delivery import Outgoing
 from risk.digests import RunOutputs, compose
@@ -91,18 +93,6 @@ def _wire(msg: EmailMessage) -> bytes:
     return re.sub(rb"={15}\d+==", lambda m: b"BOUNDARY%d" % seen.setdefault(m.group(), len(seen)), data)
 
 
-def _html(msg: EmailMessage) -> str:
-    part = msg.get_body(("html",))
-    assert part is not None
-    return part.get_content()
-
-
-def _text(msg: EmailMessage) -> str:
-    part = msg.get_body(("plain",))
-    assert part is not None
-    return part.get_content()
-
-
 @pytest.mark.parametrize("kind", ["digest", "immediate"])
 @pytest.mark.parametrize("name", NAMES)
 def test_a_shared_body_gives_the_same_bytes_as_a_message_built_for_one_recipient(
@@ -127,7 +117,7 @@ def test_a_template_that_does_more_with_the_name_than_print_it_is_rendered_per_r
         person = Recipient(name=name, email="x@example.org")
         msg = build_message(settings, person, "digest", AS_OF, _rows(), PNG, {"53033030802": PNG}, [])
         assert _wire(msg) == _wire(_plain(settings, person, "digest", _rows(), PNG, {"53033030802": PNG}, []))
-        assert f"for {name.upper().replace('<', '&lt;').replace('>', '&gt;')} ({len(name)})" in _html(msg)
+        assert f"for {name.upper().replace('<', '&lt;').replace('>', '&gt;')} ({len(name)})" in html_of(msg)
 
 
 def _outputs(sources: Sources) -> tuple[list[str], RunOutputs]:
@@ -166,10 +156,10 @@ def test_recipients_with_the_same_areas_share_pictures_but_each_gets_their_own_e
     assert pictures[0][0] is pictures[1][0]  # one part, encoded once, in both messages
     assert pictures[2][0] is not pictures[0][0]  # another area: its own map
 
-    assert "&lt;b&gt;Ann&lt;/b&gt;" in _html(ann) and "Bob" not in _html(ann)
-    assert "Bob &amp; Co" in _html(bob) and "Ann" not in _html(bob) and "<b>" not in _html(bob)
-    assert "for <b>Ann</b> -" in _text(ann) and "Bob & Co" in _text(bob)
-    assert _html(ann).replace("&lt;b&gt;Ann&lt;/b&gt;", "X") == _html(bob).replace(
+    assert "&lt;b&gt;Ann&lt;/b&gt;" in html_of(ann) and "Bob" not in html_of(ann)
+    assert "Bob &amp; Co" in html_of(bob) and "Ann" not in html_of(bob) and "<b>" not in html_of(bob)
+    assert "for <b>Ann</b> -" in text_of(ann) and "Bob & Co" in text_of(bob)
+    assert html_of(ann).replace("&lt;b&gt;Ann&lt;/b&gt;", "X") == html_of(bob).replace(
         "Bob &amp; Co\r\nBcc: eve@example.org", "X").replace("Bob &amp; Co\nBcc: eve@example.org", "X")
     wire = bob.as_bytes(policy=policy.SMTP)
     assert not re.search(rb"(?im)^bcc:", wire.split(b"\r\n\r\n", 1)[0])
