@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from risk.baselines import BASELINES, RANK_BASELINES, calibrate_rank, fit_logistic, predict_logistic, rank_functions
+from risk.baselines import BASELINES, RANK_BASELINES, calibrate_rank, predict_logistic, rank_functions
 from risk.dictionary import feature_names, model_feature_names
 from risk.errors import RiskError
 from risk.features import build_features
 from risk.labels import Origin, Outcome, label_summary, null_check, outcome_for
 from risk.metrics import bootstrap, calibration_table, lead_times, model_metrics, per_origin
-from risk.model import TrainingRows, train
+from risk.model import TrainingRows, fit_logistic, train
 from risk.settings import Settings
 from risk.sources import Sources
 

@@ -3,7 +3,8 @@
 - ``mean_reversion``: long-run level against the recent one (the strongest naive ranking for change outcomes);
 - ``persistence``: the tract's recent value of the outcome's own measure;
 - ``udp_typology``: the Urban Displacement Project typology computed point-in-time, as a ranking;
-- ``logistic``: logistic regression on the same features.
+- ``logistic``: logistic regression on the same features (``risk.model.fit_logistic``, which is also the prior
+  LightGBM boosts from).
 
 Rank baselines become probabilities by Platt scaling on the training origins,
 so that their Brier scores are comparable.
@@ -15,10 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.pipeline import Pipeline
 
 from risk.labels import Origin, Outcome
 from risk.model import Calibrator
@@ -31,18 +29,8 @@ BASELINES = ("logistic", *RANK_BASELINES)
 RankFn = Callable[[Sources, Origin], "pd.Series | None"]
 
 
-def fit_logistic(X: pd.DataFrame, y: np.ndarray, seed: int) -> Pipeline:
-    """Regularised logistic regression with median imputation and missing-value indicators."""
-    usable = X.columns[X.notna().any()]
-    model = make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler(),
-                          LogisticRegression(C=0.1, max_iter=5000, random_state=seed))
-    model.fit(X[usable], y)
-    model.feature_names_in_used = list(usable)  # type: ignore[attr-defined]
-    return model
-
-
 def predict_logistic(model: Pipeline, X: pd.DataFrame) -> np.ndarray:
-    """Probabilities from :func:`fit_logistic`."""
+    """Probabilities from :func:`risk.model.fit_logistic`."""
     return model.predict_proba(X[model.feature_names_in_used])[:, 1]  # type: ignore[attr-defined]
 
 

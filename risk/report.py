@@ -38,6 +38,15 @@ def _pr_curves(bt: Backtest, path: Path) -> None:
     plt.close(fig)
 
 
+def _power(ratio: float, ci: tuple[float, float]) -> str:
+    """What the interval's width means: a percentile interval of a ratio moves with it multiplicatively, so its
+    lower end passes 1.0 only at about ratio / lower end."""
+    if not (ratio > 0 and ci[0] > 0) or ci[0] > 1.0:
+        return ""
+    return (f" With intervals this wide, the lower end would pass 1.0 only at a ratio of about "
+            f"{ratio / ci[0]:.2f}: more positives (tracts, origins or regions) narrow it, not a better model alone.")
+
+
 def _calibration(bt: Backtest, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5.2, 5.0), dpi=110)
     top = 0.0
@@ -69,7 +78,7 @@ def _markdown(bt: Backtest) -> str:
                      f"{x['precision_at_10pct']:.3f} | {x['recall_at_10pct']:.3f} | "
                      f"{'n/a' if x['brier'] != x['brier'] else format(x['brier'], '.4f')} |")
     lines += ["", f"LightGBM / {bt.best_baseline}: PR-AUC ratio {bt.ratio:.2f} "
-              f"(95% CI {bt.ratio_ci[0]:.2f}-{bt.ratio_ci[1]:.2f}).", "",
+              f"(95% CI {bt.ratio_ci[0]:.2f}-{bt.ratio_ci[1]:.2f}).{_power(bt.ratio, bt.ratio_ci)}", "",
               f"Lead time: {bt.lead['flagged']} of {bt.lead['positives']} positives flagged in the top 10% at their "
               f"origin; median lead {bt.lead['median_lead_years']} year(s).", "",
               "![PR curves](pr_curves.png)", "", "![Calibration](calibration.png)", ""]

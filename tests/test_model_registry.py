@@ -49,6 +49,7 @@ def test_a_saved_model_scores_exactly_like_the_trained_one(rows, tmp_path: Path)
     model = _model(rows)
     model.save(tmp_path)
     again = TrainedModel.load(tmp_path)
+    assert again.prior is not None and again.prior == model.prior  # the logistic prior the trees boost from
     X = rows[-1].X
     assert np.array_equal(model.predict(X), again.predict(X))
     first = score_tracts(model, X, pd.DataFrame(), TierSettings())
