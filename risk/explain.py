@@ -205,6 +205,31 @@ def drivers(expl: Explanation, geoid: str, county: pd.Series, k: int = 5) -> lis
     return out
 
 
+def driver_table(expl: Explanation, county: pd.Series, k: int = 5) -> pd.DataFrame:
+    """:func:`drivers` for every tract at once, as rows (geoid, rank, feature, value, contribution, sentence).
+
+    The top ``k`` of each row come from one stable argsort over the whole matrix: at national scale a
+    per-tract lookup costs a minute, this a second or two, and the rows are the same.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, not {k}")
+    values = expl.values.to_numpy(dtype="float64")
+    data = expl.data[expl.values.columns].to_numpy(dtype="float64")
+    k = min(k, values.shape[1])
+    order = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :k]
+    rows = np.repeat(np.arange(len(values)), k)
+    cols = order.ravel()
+    names = expl.values.columns.to_numpy()[cols]
+    value, contribution = data[rows, cols], values[rows, cols]
+    medians = county.reindex(expl.values.columns).to_numpy(dtype="float64")[cols]
+    return pd.DataFrame({
+        "geoid": expl.values.index.to_numpy()[rows], "rank": np.tile(np.arange(1, k + 1), len(values)),
+        "feature": names, "value": value, "contribution": contribution,
+        "sentence": [_sentence(str(n), float(v), float(m), float(c))
+                     for n, v, m, c in zip(names, value, medians, contribution)],
+    })
+
+
 def global_importance(expl: Explanation) -> pd.DataFrame:
     """Mean |SHAP| per feature (index feature) with its label and family, largest first."""
     features = [_feature(name) for name in expl.values.columns]

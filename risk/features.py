@@ -87,22 +87,20 @@ def _rent_features(view: Sources, index: pd.Index, as_of: pd.Timestamp) -> pd.Da
     if rent is None or rent.empty:
         return out
     for column, stem in (("zri", "rent"), ("zhvi", "home_value")):
-        series = rent[["geoid", "month", column]].dropna()
-        wide = series.pivot(index="month", columns="geoid", values=column)
-        if wide.empty:
+        series = rent.loc[rent[column].notna(), ["geoid", "month", column]]
+        if series.empty:
             continue
-        newest = wide.ffill().iloc[-1]
-        newest_month = wide.apply(pd.Series.last_valid_index)
-        fresh = (as_of - pd.to_datetime(newest_month)) <= view.max_age["rent"]
-        level = newest.where(fresh)
+        # one lookup table keyed by (tract, month): a wide month x tract pivot costs 20M cells at national scale
+        values = series.set_index(["geoid", "month"])[column]
+        newest = series.loc[series.groupby("geoid", sort=True)["month"].idxmax()].set_index("geoid")
+        fresh = (as_of - newest["month"]) <= view.max_age["rent"]
+        level = newest[column].where(fresh)
         out[f"{stem}_index"] = level.reindex(index)
         out[f"{stem}_index_vs_region"] = _vs_region(level).reindex(index)
         for k in (1, 3, 5):
-            months = pd.to_datetime(newest_month) - pd.DateOffset(years=k)
-            months = (months + pd.offsets.MonthEnd(0)).dt.normalize()
-            past = pd.Series([wide.at[m, g] if m in wide.index else np.nan for g, m in months.items()],
-                             index=months.index, dtype="float64")
-            out[f"{stem}_change_{k}y"] = (100 * (level / past - 1)).reindex(index)
+            months = ((newest["month"] - pd.DateOffset(years=k)) + pd.offsets.MonthEnd(0)).dt.normalize()
+            past = values.reindex(pd.MultiIndex.from_arrays([months.index, months.to_numpy()]))
+            out[f"{stem}_change_{k}y"] = (100 * (level / past.to_numpy() - 1)).reindex(index)
         out["cov_rent_index"] |= level.reindex(index).notna()
     return out
 
@@ -257,7 +255,10 @@ def build_features(sources: Sources, as_of: date, settings: FeatureSettings | No
     ]
     frame = pd.concat(parts, axis=1)
     if settings.spatial_lags:
-        pairs = neighbours(sources.tracts, settings.contiguity_tolerance_m)
+        key = ("neighbours", settings.contiguity_tolerance_m)
+        if key not in sources.cache:  # the same for every origin of a backtest: build the spatial join once
+            sources.cache[key] = neighbours(sources.tracts, settings.contiguity_tolerance_m)
+        pairs = sources.cache[key]
         lag_sources = [f.name.removeprefix("nbr_") for f in LAG_FEATURES]
         lagged = spatial_lag(frame[lag_sources], pairs)
         lagged.columns = [f.name for f in LAG_FEATURES]

@@ -58,37 +58,66 @@ def calibration_table(frame: pd.DataFrame, model: str, bins: int = 10) -> pd.Dat
     return rows.groupby(q).agg(predicted=(model, "mean"), observed=("y", "mean"), n=("y", "size"))
 
 
+_BLOCK = 50
+"""Bootstrap replicates computed together: a block of weights is replicates x rows."""
+
+
+def _ranked(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows with a score, best first, and the last position of each group of tied scores."""
+    rows = np.flatnonzero(~np.isnan(p))
+    order = rows[np.argsort(-p[rows], kind="mergesort")]
+    s = p[order]
+    ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
+    return order, y[order].astype("float64"), ends
+
+
+def _weighted_ap(weights: np.ndarray, y: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Average precision of each row of ``weights`` (copies of each ranked row), as scikit-learn computes it
+    on the resampled rows; NaN where the replicate has no positive or no negative."""
+    tp = np.cumsum(weights * y, axis=1)[:, ends]
+    fp = np.cumsum(weights * (1 - y), axis=1)[:, ends]
+    total = tp[:, -1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        ap = (np.diff(tp, axis=1, prepend=0.0) * precision).sum(axis=1) / total
+    return np.where((total > 0) & (fp[:, -1] > 0), ap, np.nan)
+
+
 def bootstrap(frame: pd.DataFrame, models: list[str], n: int, seed: int, reference: str,
               against: str) -> tuple[dict[str, tuple[float, float]], tuple[float, float]]:
     """95% intervals of each model's pooled PR-AUC and of the PR-AUC ratio reference/against.
 
     Whole tracts are resampled (all their origins together), because a tract's
-    rows across origins are not independent.
+    rows across origins are not independent. A resample is a count of copies
+    per tract, so each model's rows are ranked once and every replicate's
+    average precision is a weighted cumulative sum (the same figure as
+    scikit-learn's on the copied rows, in a fraction of the time).
     """
     rng = np.random.default_rng(seed)
     geoids = frame["geoid"].unique()
-    by_tract = {g: idx for g, idx in frame.groupby("geoid").indices.items()}
-    draws: dict[str, list[float]] = {m: [] for m in models}
-    ratios: list[float] = []
+    tract = pd.Index(geoids).get_indexer(frame["geoid"])
     y_all = frame["y"].to_numpy(dtype=int)
-    values = {m: frame[m].to_numpy(dtype="float64") for m in models}
-    for _ in range(n):
-        pick = np.concatenate([by_tract[g] for g in rng.choice(geoids, size=len(geoids), replace=True)])
-        y = y_all[pick]
-        if y.min() == y.max():
-            continue
-        scores = {}
-        for m in models:
-            p = values[m][pick]
-            ok = ~np.isnan(p)
-            if ok.sum() and y[ok].min() != y[ok].max():
-                scores[m] = average_precision_score(y[ok], p[ok])
-                draws[m].append(scores[m])
-        if reference in scores and against in scores and scores[against] > 0:
-            ratios.append(scores[reference] / scores[against])
+    ranked = {m: _ranked(y_all, frame[m].to_numpy(dtype="float64")) for m in models}
+    aps = {m: np.full(n, np.nan) for m in models}
+    usable = np.zeros(n, dtype=bool)
+    for lo in range(0, n, _BLOCK):
+        size = min(_BLOCK, n - lo)
+        counts = np.stack([np.bincount(rng.choice(len(geoids), size=len(geoids), replace=True),
+                                       minlength=len(geoids)) for _ in range(size)])
+        copies = counts[:, tract].astype("float64")  # replicates x rows
+        positives = copies @ y_all
+        usable[lo:lo + size] = (positives > 0) & (positives < copies.sum(axis=1))
+        for m, (order, y, ends) in ranked.items():
+            if len(order):
+                aps[m][lo:lo + size] = _weighted_ap(copies[:, order], y, ends)
+    draws = {m: aps[m][usable & ~np.isnan(aps[m])] for m in models}
+    ratios = np.array([])
+    if reference in aps and against in aps:
+        ok = usable & ~np.isnan(aps[reference]) & ~np.isnan(aps[against]) & (aps[against] > 0)
+        ratios = aps[reference][ok] / aps[against][ok]
 
-    def ci(v: list[float]) -> tuple[float, float]:
-        return (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) if v else (float("nan"), float("nan"))
+    def ci(v: np.ndarray) -> tuple[float, float]:
+        return (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) if len(v) else (float("nan"), float("nan"))
 
     return {m: ci(v) for m, v in draws.items()}, ci(ratios)
 

@@ -27,7 +27,7 @@ from risk.delivery import queue, requeue_interrupted, send_queued
 from risk.dictionary import feature_names
 from risk.digests import RunOutputs, compose
 from risk.errors import RiskError, StoppedError
-from risk.explain import contributions, drivers
+from risk.explain import contributions, driver_table
 from risk.faults import checkpoint
 from risk.features import build_features
 from risk.files import atomic_path
@@ -141,7 +141,12 @@ def _champion(settings: Settings, sources: Sources, as_of: date) -> tuple[ModelR
     result = run_backtest(settings, sources, settings.model.outcome)
     checkpoint("train.backtested")
     write_report(result, settings.paths.reports)
-    trained = train_and_register(settings, sources, as_of, result)
+    if settings.engine == "dask":
+        from risk import engine_dask
+
+        trained = engine_dask.train_and_register(settings, sources, as_of, result)
+    else:
+        trained = train_and_register(settings, sources, as_of, result)
     usable = champion is not None and champion.metadata.get("features") == feature_names(settings.features.spatial_lags)
     if trained.promoted or not usable:
         registry.promote(trained.record.model_id)  # a champion that cannot score these features must go
@@ -151,14 +156,7 @@ def _champion(settings: Settings, sources: Sources, as_of: date) -> tuple[ModelR
 
 def _driver_rows(model: TrainedModel, features: pd.DataFrame) -> pd.DataFrame:
     """The top drivers of every tract, as rows for the database."""
-    expl = contributions(model, features)
-    county = features.median()
-    rows = []
-    for geoid in features.index:
-        for rank, d in enumerate(drivers(expl, geoid, county, DRIVERS_PER_TRACT), start=1):
-            rows.append({"geoid": geoid, "rank": rank, "feature": d.feature, "value": d.value,
-                         "contribution": d.contribution, "sentence": d.sentence})
-    return pd.DataFrame(rows)
+    return driver_table(contributions(model, features), features.median(), DRIVERS_PER_TRACT)
 
 
 class _Stages:
@@ -225,7 +223,12 @@ def _cycle(settings: Settings, engine: Engine, run_id: int, stage: _Stages, as_o
         as_of = as_of or default_as_of(sources, required_sources(settings), today)
         update_run(engine, run_id, as_of=as_of, data_hashes=sources.file_hashes)
     with stage("features"):
-        features = build_features(sources, as_of, settings.features)
+        if settings.engine == "dask":
+            from risk import engine_dask
+
+            features = engine_dask.build_features(sources, as_of, settings)
+        else:
+            features = build_features(sources, as_of, settings.features)
         fresh = assess(settings, sources, features, as_of, _previous_coverage(engine))
         if held_back and as_of < (today or date.today()):
             needed = ", ".join(sorted(required_sources(settings)))

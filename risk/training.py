@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
 from risk.backtest import Backtest, build_panel
 from risk.dictionary import feature_names, model_feature_names
 from risk.labels import outcome_for
-from risk.model import TrainingRows, train
+from risk.model import TrainedModel, TrainingRows, train
 from risk.registry import ModelRecord, Registry, RegistryError
 from risk.settings import Settings
 from risk.sources import Sources
@@ -31,7 +32,13 @@ def config_hash(settings: Settings) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def train_and_register(settings: Settings, sources: Sources, as_of: date, backtest: Backtest) -> TrainingResult:
+Trainer = Callable[[list[TrainingRows], list[str], int], TrainedModel]
+"""Rows of the closed origins, the model features and the seed to a trained model (:func:`risk.model.train`,
+or the Dask engine's fit on a cluster)."""
+
+
+def train_and_register(settings: Settings, sources: Sources, as_of: date, backtest: Backtest,
+                       trainer: Trainer = train) -> TrainingResult:
     """Train on the origins closed by ``as_of``, register the model, and promote it if it is not worse."""
     outcome = outcome_for(backtest.outcome, settings)
     features = model_feature_names(settings.features.spatial_lags)
@@ -39,7 +46,7 @@ def train_and_register(settings: Settings, sources: Sources, as_of: date, backte
     panel = [d for d in (backtest.panel or build_panel(outcome, sources, settings)) if d.origin.closes <= as_of]
     if not panel:
         raise RegistryError(f"{backtest.outcome}: no outcome window has closed by {as_of}; nothing to train on")
-    model = train([TrainingRows(d.origin.year, d.X, d.labels["y"]) for d in panel], features, settings.model.seed)
+    model = trainer([TrainingRows(d.origin.year, d.X, d.labels["y"]) for d in panel], features, settings.model.seed)
     text = model.booster.model_to_string()
     model_id = f"{backtest.outcome}-{as_of:%Y%m%d}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
     registry = Registry(settings.paths.models)

@@ -28,6 +28,7 @@ from risk.explain import (
     beeswarm_png,
     check_additivity,
     contributions,
+    driver_table,
     drivers,
     global_importance,
     tract_explanation,
@@ -96,9 +97,18 @@ def test_lightgbm_contributions_equal_shap_tree_explainer(fitted: Fitted, expl: 
         values = values[..., -1]
     base = np.atleast_1d(np.asarray(explainer.expected_value, dtype="float64"))[-1]
 
-    assert values.shape == expl.values.shape
-    np.testing.assert_allclose(expl.values.to_numpy(), values, rtol=0, atol=1e-6)
-    assert expl.base_value == pytest.approx(base, abs=1e-6)
+    # the booster's own pred_contrib is TreeSHAP exactly
+    trees = model.tree_contributions(X)
+    assert values.shape == expl.values.shape == trees[:, :-1].shape
+    np.testing.assert_allclose(trees[:, :-1], values, rtol=0, atol=1e-6)
+    assert trees[0, -1] == pytest.approx(base, abs=1e-6)
+    # the trees are boosted from a linear prior: each feature's term of it joins that feature's contribution
+    # and its intercept the base value (a linear term with training mean zero is its own exact SHAP value)
+    assert model.prior is not None
+    terms = model.prior.terms(X[model.features], model.features)
+    assert np.abs(terms).max() > 0
+    np.testing.assert_allclose(expl.values.to_numpy(), values + terms, rtol=0, atol=1e-6)
+    assert expl.base_value == pytest.approx(base + model.prior.intercept, abs=1e-6)
     assert list(expl.values.columns) == model.features
     assert expl.values.index.equals(X.index) and expl.values.index.name == "geoid"
     assert expl.data.equals(X[model.features])
@@ -287,3 +297,17 @@ def test_the_compact_email_waterfall_is_a_png_and_leaves_no_temporary_file(expl:
     path = compact_waterfall_png(expl, geoid, tmp_path / "w.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["w.png"]
+
+
+def test_driver_table_gives_every_tract_the_same_drivers_as_one_tract_at_a_time(expl: Explanation,
+                                                                               fitted: Fitted) -> None:
+    county = fitted[2]
+    table = driver_table(expl, county, 5)
+    assert len(table) == 5 * len(expl.values)
+    for geoid, rows in table.groupby("geoid", sort=False):
+        one = drivers(expl, geoid, county, 5)
+        assert rows["rank"].tolist() == [1, 2, 3, 4, 5]
+        assert rows["feature"].tolist() == [d.feature for d in one]
+        assert rows["sentence"].tolist() == [d.sentence for d in one]
+        np.testing.assert_array_equal(rows["contribution"].to_numpy(), [d.contribution for d in one])
+        np.testing.assert_array_equal(rows["value"].to_numpy(), [d.value for d in one])

@@ -80,8 +80,13 @@ class Table:
 
     path: Path
     frame: pd.DataFrame
-    text: str
+    encoding: str = "utf-8"
     _lines: list[int] | None = None
+
+    @property
+    def text(self) -> str:
+        """The file's text, read again only when a problem needs a line number (a national file is gigabytes)."""
+        return _read_text(self.path, self.encoding, ProblemLog("")) or ""
 
     def line(self, position: int) -> int:
         """1-based line of the file where data row ``position`` starts (header is line 1)."""
@@ -98,6 +103,19 @@ class Table:
     def value(self, column: str, position: int) -> object:
         """The raw value at a row, for messages."""
         return self.frame[column].iloc[position]
+
+
+def _tail(path: Path, size: int = 1 << 16) -> bytes:
+    """The last bytes of a file, decompressed when gzipped, streamed so a big file costs no memory."""
+    if path.suffix != ".gz":
+        with path.open("rb") as fh:
+            fh.seek(max(0, path.stat().st_size - size))
+            return fh.read()
+    tail = b""
+    with gzip.open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            tail = (tail + block)[-size:]
+    return tail
 
 
 def _read_text(path: Path, encoding: str, log: ProblemLog) -> str | None:
@@ -125,14 +143,15 @@ def read_table(
     dtype: dict[str, type] | None = None, any_of: Iterable[Iterable[str]] = (),
 ) -> Table | None:
     """Parse a CSV, recording empty, undecodable, truncated or malformed files and missing columns."""
-    text = _read_text(path, encoding, log)
-    if text is None:
-        return None
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype=dtype, low_memory=False,
+        # parsed straight from the file: decoding it into one Python string first doubled peak memory
+        frame = pd.read_csv(path, dtype=dtype, low_memory=False, encoding=encoding, encoding_errors="strict",
                             na_values=["NA", "N/A", "NULL", "null", ""], keep_default_na=True)
-    except pd.errors.EmptyDataError:
-        log.add(path, "file has no header row")
+    except (UnicodeDecodeError, pd.errors.EmptyDataError, OSError, EOFError, gzip.BadGzipFile) as e:
+        # the slow, careful read names the problem (line of a bad byte, an empty or unreadable file)
+        if _read_text(path, encoding, log) is not None:
+            log.add(path, "file has no header row" if isinstance(e, pd.errors.EmptyDataError)
+                    else f"cannot read file: {e}")
         return None
     except pd.errors.ParserError as e:
         text_e = str(e).strip()
@@ -143,7 +162,7 @@ def read_table(
             log.add(path, f"malformed CSV: {text_e.removeprefix('Error tokenizing data. ')}")
         return None
     frame.columns = [str(c).strip() for c in frame.columns]
-    table = Table(path=path, frame=frame, text=text)
+    table = Table(path=path, frame=frame, encoding=encoding)
     if frame.empty:
         log.add(path, "file has a header but no data rows")
         return None
@@ -164,9 +183,13 @@ def read_table(
 
 def _check_truncated(table: Table, log: ProblemLog) -> None:
     """A file cut off mid-row parses silently with NaN; catch it from the last line."""
-    if table.text.endswith(("\n", "\r")):
+    try:
+        tail = _tail(table.path).decode(table.encoding, errors="replace")
+    except (OSError, EOFError, gzip.BadGzipFile):
         return
-    last = table.text.rsplit("\n", 1)[-1]
+    if tail.endswith(("\n", "\r")):
+        return
+    last = tail.rsplit("\n", 1)[-1]
     fields = next(csv.reader([last]), [])
     if len(fields) < len(table.frame.columns):
         log.add(table.path, f"file looks truncated: the last line has {len(fields)} of "
@@ -197,6 +220,10 @@ def to_number(
 ) -> pd.Series:
     """A numeric column; non-numbers are recorded; Census sentinels become NaN when asked."""
     raw = table.frame[column]
+    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+        # the parser read every value as a number: nothing to report, and no per-value string work
+        values = raw.astype("float64")
+        return values.mask(values <= SENTINEL_MAX) if sentinels else values
     text = raw.astype("string").str.strip()
     if thousands:
         text = text.str.replace(",", "", regex=False).str.replace("$", "", regex=False)
