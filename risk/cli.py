@@ -145,7 +145,7 @@ def _print_report(report: Any) -> None:
 @handles_errors
 def features(ctx: click.Context, as_of: date, out_path: Path) -> None:
     """Build point-in-time features for every tract and write them to Parquet."""
-    from risk.features import build_features
+    from risk import engine
     from risk.pipeline import write_features
     from risk.sources import load_sources
 
@@ -153,7 +153,7 @@ def features(ctx: click.Context, as_of: date, out_path: Path) -> None:
     with err.status("loading and validating sources"):
         sources = load_sources(settings)
     with err.status(f"building features at {as_of}"):
-        frame = build_features(sources, as_of, settings.features)
+        frame = engine.features(settings, sources, as_of)
     write_features(frame, out_path)
     cov = ", ".join(f"{c.removeprefix('cov_')} {int(frame[c].sum())}" for c in frame.columns if c.startswith("cov_"))
     out.print(f"wrote {len(frame)} tracts x {frame.shape[1]} features to {out_path} (tracts covered: {cov})",
@@ -237,7 +237,7 @@ def train(ctx: click.Context, outcome: str | None, as_of: date | None) -> None:
     from risk.pipeline import default_as_of
     from risk.report import write_report
     from risk.sources import load_sources
-    from risk.training import train_and_register
+    from risk.engine import train_and_register
 
     settings = settings_of(ctx)
     with err.status("loading sources") as status:

@@ -255,7 +255,7 @@ def build_features(sources: Sources, as_of: date, settings: FeatureSettings | No
     ]
     frame = pd.concat(parts, axis=1)
     if settings.spatial_lags:
-        key = ("neighbours", settings.contiguity_tolerance_m)
+        key = ("neighbours", settings.contiguity_tolerance_m, id(sources.tracts))
         if key not in sources.cache:  # the same for every origin of a backtest: build the spatial join once
             sources.cache[key] = neighbours(sources.tracts, settings.contiguity_tolerance_m)
         pairs = sources.cache[key]

@@ -58,8 +58,8 @@ def calibration_table(frame: pd.DataFrame, model: str, bins: int = 10) -> pd.Dat
     return rows.groupby(q).agg(predicted=(model, "mean"), observed=("y", "mean"), n=("y", "size"))
 
 
-_BLOCK = 50
-"""Bootstrap replicates computed together: a block of weights is replicates x rows."""
+_BLOCK_CELLS = 10_000_000
+"""Replicates x rows computed together (each such float array is 80 MB): few rows, many replicates at once."""
 
 
 def _ranked(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -75,7 +75,7 @@ def _weighted_ap(weights: np.ndarray, y: np.ndarray, ends: np.ndarray) -> np.nda
     """Average precision of each row of ``weights`` (copies of each ranked row), as scikit-learn computes it
     on the resampled rows; NaN where the replicate has no positive or no negative."""
     tp = np.cumsum(weights * y, axis=1)[:, ends]
-    fp = np.cumsum(weights * (1 - y), axis=1)[:, ends]
+    fp = np.cumsum(weights, axis=1)[:, ends] - tp
     total = tp[:, -1]
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
@@ -100,8 +100,9 @@ def bootstrap(frame: pd.DataFrame, models: list[str], n: int, seed: int, referen
     ranked = {m: _ranked(y_all, frame[m].to_numpy(dtype="float64")) for m in models}
     aps = {m: np.full(n, np.nan) for m in models}
     usable = np.zeros(n, dtype=bool)
-    for lo in range(0, n, _BLOCK):
-        size = min(_BLOCK, n - lo)
+    block = max(1, _BLOCK_CELLS // max(1, len(frame)))
+    for lo in range(0, n, block):
+        size = min(block, n - lo)
         counts = np.stack([np.bincount(rng.choice(len(geoids), size=len(geoids), replace=True),
                                        minlength=len(geoids)) for _ in range(size)])
         copies = counts[:, tract].astype("float64")  # replicates x rows

@@ -3,8 +3,10 @@
 Training rows come from origins whose outcome windows have closed, typically
 300 tracts and 10-20 positives each. With so few positives a flexible model
 learns the noise of whichever tracts happened to surge, so the trees are
-stumps (an additive model), each feature may only move the risk the way the
-feature dictionary says (monotone constraints), and positives are not
+stumps (an additive model), each tree may only move the risk the way the
+feature dictionary says (monotone constraints; the linear prior below is not
+constrained, so a feature's total contribution can go against its dictionary
+direction), and positives are not
 up-weighted (weighting 20x would let a dozen tracts decide every split).
 No parameter set is chosen on one origin's dozen positives.
 
@@ -142,7 +144,11 @@ class LinearPrior:
 
     @classmethod
     def fit(cls, X: pd.DataFrame, y: np.ndarray, seed: int) -> LinearPrior:
-        """The logistic baseline fitted on the training rows."""
+        """The logistic baseline fitted on the training rows; a constant base rate when they hold one class."""
+        if len(np.unique(y)) < 2:
+            # e.g. the older origins of an early-stopping probe without a positive: no direction to learn
+            rate = (float(np.sum(y)) + 0.5) / (len(y) + 1.0)
+            return cls([], [], [], [], [], [], [], [], [], float(np.log(rate / (1 - rate))))
         pipe = fit_logistic(X, y, seed)
         imputer, scaler, lr = pipe.steps[0][1], pipe.steps[1][1], pipe.steps[2][1]
         columns = list(pipe.feature_names_in_used)  # type: ignore[attr-defined]

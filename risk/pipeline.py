@@ -26,10 +26,11 @@ from sqlalchemy import Engine
 from risk.delivery import queue, requeue_interrupted, send_queued
 from risk.dictionary import feature_names
 from risk.digests import RunOutputs, compose
+from risk.engine import features as engine_features
+from risk.engine import train_and_register
 from risk.errors import RiskError, StoppedError
 from risk.explain import contributions, driver_table
 from risk.faults import checkpoint
-from risk.features import build_features
 from risk.files import atomic_path
 from risk.freshness import assess, required_sources
 from risk.history import abandon_unfinished, begin_run, finish_run, update_run
@@ -136,17 +137,11 @@ def _champion(settings: Settings, sources: Sources, as_of: date) -> tuple[ModelR
     # imported here: the backtest pulls in scikit-learn and SciPy, seconds of start-up most weekly runs don't need
     from risk.backtest import run_backtest
     from risk.report import write_report
-    from risk.training import train_and_register
 
     result = run_backtest(settings, sources, settings.model.outcome)
     checkpoint("train.backtested")
     write_report(result, settings.paths.reports)
-    if settings.engine == "dask":
-        from risk import engine_dask
-
-        trained = engine_dask.train_and_register(settings, sources, as_of, result)
-    else:
-        trained = train_and_register(settings, sources, as_of, result)
+    trained = train_and_register(settings, sources, as_of, result)
     usable = champion is not None and champion.metadata.get("features") == feature_names(settings.features.spatial_lags)
     if trained.promoted or not usable:
         registry.promote(trained.record.model_id)  # a champion that cannot score these features must go
@@ -223,12 +218,7 @@ def _cycle(settings: Settings, engine: Engine, run_id: int, stage: _Stages, as_o
         as_of = as_of or default_as_of(sources, required_sources(settings), today)
         update_run(engine, run_id, as_of=as_of, data_hashes=sources.file_hashes)
     with stage("features"):
-        if settings.engine == "dask":
-            from risk import engine_dask
-
-            features = engine_dask.build_features(sources, as_of, settings)
-        else:
-            features = build_features(sources, as_of, settings.features)
+        features = engine_features(settings, sources, as_of)
         fresh = assess(settings, sources, features, as_of, _previous_coverage(engine))
         if held_back and as_of < (today or date.today()):
             needed = ", ".join(sorted(required_sources(settings)))

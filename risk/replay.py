@@ -25,7 +25,7 @@ from risk.alerts import decide
 from risk.backtest import OriginData, build_panel
 from risk.dictionary import feature_names
 from risk.errors import RiskError
-from risk.features import build_features
+from risk import engine
 from risk.labels import outcome_for
 from risk.model import TrainedModel, TrainingRows, train
 from risk.scores import score_tracts
@@ -125,7 +125,7 @@ def replay(settings: Settings, start: date, end: date, step: timedelta,
             raise RiskError(f"no outcome window of {settings.model.outcome} has closed by {as_of}: "
                             "start the replay later")
         model, label = chosen
-        features = build_features(sources, as_of, settings.features)
+        features = engine.features(settings, sources, as_of)
         table = score_tracts(model, features[names], previous, settings.model.tiers)
         alerted = [a.geoid for a in decide(table, previous, no_decisions, settings.alerts)]
         for geoid in alerted:

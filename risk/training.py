@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date
 
 from risk.backtest import Backtest, build_panel
@@ -47,7 +47,8 @@ def train_and_register(settings: Settings, sources: Sources, as_of: date, backte
     if not panel:
         raise RegistryError(f"{backtest.outcome}: no outcome window has closed by {as_of}; nothing to train on")
     model = trainer([TrainingRows(d.origin.year, d.X, d.labels["y"]) for d in panel], features, settings.model.seed)
-    text = model.booster.model_to_string()
+    # the prior is part of the model: two models with the same trees and different priors are different models
+    text = model.booster.model_to_string() + json.dumps(asdict(model.prior) if model.prior else None)
     model_id = f"{backtest.outcome}-{as_of:%Y%m%d}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
     registry = Registry(settings.paths.models)
     metadata = {

@@ -112,3 +112,23 @@ def test_models_of_different_outcomes_do_not_compete(rows, tmp_path: Path) -> No
     assert registry.consider(other, 0.02)[0]
     assert registry.champion("eviction_surge").model_id == "e1"
     assert registry.champion("low_income_loss").model_id == "l1"
+
+
+@pytest.mark.filterwarnings("ignore:The least populated class")
+def test_training_succeeds_when_the_older_origins_hold_no_positive() -> None:
+    """The early-stopping probe fits on the older origins only; a prior for one class is the base rate."""
+    names = model_feature_names(True)[:8]
+    rng = np.random.default_rng(3)
+
+    def origin(year: int, positives: int) -> TrainingRows:
+        X = pd.DataFrame(rng.normal(size=(300, len(names))), columns=names,
+                         index=pd.Index([f"53033{i:06d}" for i in range(300)], name="geoid"))
+        y = pd.Series(0, index=X.index)
+        y.iloc[:positives] = 1
+        return TrainingRows(year, X, y)
+
+    model = train([origin(2005, 0), origin(2006, 0), origin(2007, 12), origin(2008, 15)], names, 7)
+    p = model.predict(origin(2009, 0).X)
+    assert np.isfinite(p).all() and ((p > 0) & (p < 1)).all()
+    one = train([origin(2005, 1)], names, 7)  # one positive: a stratified fold without it
+    assert np.isfinite(one.predict(origin(2006, 0).X)).all()

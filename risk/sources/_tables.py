@@ -12,6 +12,7 @@ import gzip
 import io
 import os
 import re
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
@@ -123,7 +124,7 @@ def _read_text(path: Path, encoding: str, log: ProblemLog) -> str | None:
         raw = path.read_bytes()
         if path.suffix == ".gz":
             raw = gzip.decompress(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, zlib.error) as e:
         log.add(path, f"cannot read file: {e}")
         return None
     if not raw.strip():
@@ -145,9 +146,11 @@ def read_table(
     """Parse a CSV, recording empty, undecodable, truncated or malformed files and missing columns."""
     try:
         # parsed straight from the file: decoding it into one Python string first doubled peak memory
+        # compression named as the other readers here see it (pandas would also unpack .zip, .bz2, .GZ ...)
         frame = pd.read_csv(path, dtype=dtype, low_memory=False, encoding=encoding, encoding_errors="strict",
+                            compression="gzip" if path.suffix == ".gz" else None,
                             na_values=["NA", "N/A", "NULL", "null", ""], keep_default_na=True)
-    except (UnicodeDecodeError, pd.errors.EmptyDataError, OSError, EOFError, gzip.BadGzipFile) as e:
+    except (UnicodeDecodeError, pd.errors.EmptyDataError, OSError, EOFError, zlib.error) as e:
         # the slow, careful read names the problem (line of a bad byte, an empty or unreadable file)
         if _read_text(path, encoding, log) is not None:
             log.add(path, "file has no header row" if isinstance(e, pd.errors.EmptyDataError)
@@ -185,12 +188,15 @@ def _check_truncated(table: Table, log: ProblemLog) -> None:
     """A file cut off mid-row parses silently with NaN; catch it from the last line."""
     try:
         tail = _tail(table.path).decode(table.encoding, errors="replace")
-    except (OSError, EOFError, gzip.BadGzipFile):
+    except (OSError, EOFError, zlib.error):
         return
     if tail.endswith(("\n", "\r")):
         return
-    last = tail.rsplit("\n", 1)[-1]
-    fields = next(csv.reader([last]), [])
+    last = re.split(r"\r\n|\r|\n", tail)[-1]
+    try:
+        fields = next(csv.reader([last]), [])
+    except csv.Error:  # a quote left open in the cut: the parser's own checks report that row
+        return
     if len(fields) < len(table.frame.columns):
         log.add(table.path, f"file looks truncated: the last line has {len(fields)} of "
                 f"{len(table.frame.columns)} fields and no line end", line=table.line(len(table.frame) - 1))

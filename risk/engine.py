@@ -1,0 +1,40 @@
+"""The configured engine (``engine: local`` or ``dask``): who builds features and trains the production model.
+
+Every caller (the weekly run, `risk train`, `risk features`, replay) goes
+through here, so ``engine: dask`` means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from risk.features import build_features
+from risk.settings import Settings
+from risk.sources import Sources
+
+if TYPE_CHECKING:
+    from risk.backtest import Backtest
+    from risk.training import TrainingResult
+
+
+def features(settings: Settings, sources: Sources, as_of: date) -> pd.DataFrame:
+    """Point-in-time features of every tract, built by the configured engine."""
+    if settings.engine == "dask":
+        from risk import engine_dask
+
+        return engine_dask.build_features(sources, as_of, settings)
+    return build_features(sources, as_of, settings.features)
+
+
+def train_and_register(settings: Settings, sources: Sources, as_of: date, backtest: Backtest) -> TrainingResult:
+    """Train the production model with the configured engine, register it, and promote it if it is not worse."""
+    if settings.engine == "dask":
+        from risk import engine_dask
+
+        return engine_dask.train_and_register(settings, sources, as_of, backtest)
+    from risk.training import train_and_register as local
+
+    return local(settings, sources, as_of, backtest)
