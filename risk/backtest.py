@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,11 +21,14 @@ from risk.baselines import BASELINES, RANK_BASELINES, calibrate_rank, predict_lo
 from risk.dictionary import feature_names, model_feature_names
 from risk.errors import RiskError
 from risk.features import build_features
-from risk.labels import Origin, Outcome, label_summary, null_check, outcome_for
+from risk.labels import Origin, OriginCounts, Outcome, label_summary, null_check, outcome_for
 from risk.metrics import bootstrap, calibration_table, lead_times, model_metrics, per_origin
 from risk.model import TrainingRows, fit_logistic, train
 from risk.settings import Settings
 from risk.sources import Sources
+
+if TYPE_CHECKING:
+    from risk.cache import WorkCache
 
 log = logging.getLogger(__name__)
 MODELS = ("lightgbm", *BASELINES)
@@ -44,19 +48,31 @@ class OriginData:
     origin: Origin
     X: pd.DataFrame
     labels: pd.DataFrame
+    key: str = ""
+    """The work-cache key of this origin's inputs (empty without a cache)."""
 
 
-def build_panel(outcome: Outcome, sources: Sources, settings: Settings, progress: Progress | None = None
-                ) -> list[OriginData]:
-    """Features at each origin's as-of date for the tracts the outcome labels there."""
+def build_panel(outcome: Outcome, sources: Sources, settings: Settings, progress: Progress | None = None,
+                cache: WorkCache | None = None) -> list[OriginData]:
+    """Features at each origin's as-of date for the tracts the outcome labels there.
+
+    Labels are computed from what was known when the window closed, so nothing later can change them."""
     names = feature_names(settings.features.spatial_lags)
     panel = []
     for origin in outcome.origins(sources):
+        key = cache.key("origin", outcome.name, origin, cache.known(origin.as_of), cache.known(origin.closes)) \
+            if cache else ""
+        stored = cache.frames(key, ("X", "labels")) if cache else None
+        if stored is not None:
+            panel.append(OriginData(origin, stored[0]["X"], stored[0]["labels"], key))
+            continue
         if progress:
             progress(f"features and labels for origin {origin.year}")
-        labels = outcome.label(sources, origin)
-        X = build_features(sources, origin.as_of, settings.features)[names]
-        panel.append(OriginData(origin, X.loc[labels.index], labels))
+        labels = outcome.label(sources.known_at(origin.closes), origin)
+        X = build_features(sources, origin.as_of, settings.features)[names].loc[labels.index]
+        if cache:
+            cache.put_frames(key, {"X": X, "labels": labels})
+        panel.append(OriginData(origin, X, labels, key))
     return panel
 
 
@@ -152,13 +168,26 @@ def _predict_origin(test: OriginData, train_set: list[OriginData], sources: Sour
     return out, model.scheme
 
 
+def _predict_cached(test: OriginData, train_set: list[OriginData], sources: Sources, settings: Settings,
+                    ranks: dict, features: list[str], cache: WorkCache | None) -> tuple[pd.DataFrame, str]:
+    """:func:`_predict_origin`, reused when the test origin and every training origin are unchanged."""
+    key = cache.key("predict", test.key, [d.key for d in train_set], features) if cache else ""
+    stored = cache.frames(key, ("predictions",)) if cache else None
+    if stored is not None:
+        return stored[0]["predictions"], str(stored[1])
+    part, scheme = _predict_origin(test, train_set, sources, settings, ranks, features)
+    if cache:
+        cache.put_frames(key, {"predictions": part}, scheme)
+    return part, scheme
+
+
 def run_backtest(settings: Settings, sources: Sources, outcome_name: str | None = None,
-                 progress: Progress | None = None) -> Backtest:
-    """Rolling-origin backtest of one outcome."""
+                 progress: Progress | None = None, cache: WorkCache | None = None) -> Backtest:
+    """Rolling-origin backtest of one outcome; with a work cache, unchanged origins are not recomputed."""
     name = outcome_name or settings.model.outcome
     outcome = outcome_for(name, settings)
     features = model_feature_names(settings.features.spatial_lags)  # both learners see the same, comparable columns
-    panel = build_panel(outcome, sources, settings, progress)
+    panel = build_panel(outcome, sources, settings, progress, cache)
     minimum = getattr(getattr(settings.model, name, None), "min_train_origins", 1)
     tests = [d for d in panel if len(closed_before(panel, d.origin)) >= minimum]
     if not tests:
@@ -172,20 +201,24 @@ def run_backtest(settings: Settings, sources: Sources, outcome_name: str | None 
             progress(f"training and scoring origin {test.origin.year}")
         train_set = closed_before(panel, test.origin)
         used[test.origin.year] = [d.origin.year for d in train_set]
-        part, schemes[test.origin.year] = _predict_origin(test, train_set, sources, settings, ranks, features)
+        part, schemes[test.origin.year] = _predict_cached(test, train_set, sources, settings, ranks, features, cache)
         parts.append(part)
     preds = pd.concat(parts, ignore_index=True)
     for name_ in RANK_BASELINES:
         if name_ not in preds:
             preds[name_] = np.nan
-    result = _summarise(outcome, name, settings, sources, panel, tests, preds, schemes, features)
+    result = _summarise(outcome, name, settings, sources, panel, tests, preds, schemes, features, cache)
     result.train_origins = used
     result.panel = panel
+    if cache:
+        cache.prune()
+        log.info("work cache: %d entries reused, %d computed", cache.hits, cache.misses)
     return result
 
 
 def _summarise(outcome: Outcome, name: str, settings: Settings, sources: Sources, panel: list[OriginData],
-               tests: list[OriginData], preds: pd.DataFrame, schemes: dict[int, str], features: list[str]) -> Backtest:
+               tests: list[OriginData], preds: pd.DataFrame, schemes: dict[int, str], features: list[str],
+               cache: WorkCache | None = None) -> Backtest:
     unsupported = {m: _why_unsupported(m, outcome) for m in BASELINES if preds[m].isna().all()}
     metrics = {m: model_metrics(preds, m) for m in MODELS if m not in unsupported}
     for m in RANK_BASELINES:
@@ -199,8 +232,8 @@ def _summarise(outcome: Outcome, name: str, settings: Settings, sources: Sources
         raise BacktestError(f"{name}: no baseline could be scored on the test origins")
     best = max(baselines, key=lambda m: metrics[m]["pr_auc"])
     usable = [m for m in MODELS if m not in unsupported]
-    cis, ratio_ci = bootstrap(preds, usable, settings.model.bootstrap, settings.model.seed, "lightgbm", best)
-    counts = label_summary_for(outcome, sources, [t.origin for t in tests], settings)
+    cis, ratio_ci = _bootstrap_cached(preds, usable, settings, best, cache)
+    counts = label_summary_for(outcome, sources, tests, settings, cache)
     observed, null, ok = null_check(counts)
     train_rows = pd.concat([d.X for d in panel if d.origin.closes <= tests[-1].origin.as_of])
     presence = train_rows[features].notna().mean()
@@ -229,9 +262,34 @@ def _per_origin(fn: RankScores) -> RankScores:
     return scores
 
 
-def label_summary_for(outcome: Outcome, sources: Sources, origins: list[Origin], settings: Settings):
+def _bootstrap_cached(preds: pd.DataFrame, usable: list[str], settings: Settings, best: str,
+                      cache: WorkCache | None) -> tuple[dict[str, tuple[float, float]], tuple[float, float]]:
+    """Bootstrap intervals, reused when the pooled predictions are the same as a previous run's."""
+    key = cache.key("bootstrap", cache.frame_key(preds), usable, best) if cache else ""
+    stored = cache.json(key) if cache else None
+    if stored is not None:
+        return {m: tuple(ci) for m, ci in stored["cis"].items()}, tuple(stored["ratio"])  # type: ignore[index]
+    cis, ratio_ci = bootstrap(preds, usable, settings.model.bootstrap, settings.model.seed, "lightgbm", best)
+    if cache:
+        cache.put_json(key, {"cis": {m: list(ci) for m, ci in cis.items()}, "ratio": list(ratio_ci)})
+    return cis, ratio_ci
+
+
+def label_summary_for(outcome: Outcome, sources: Sources, tests: list[OriginData], settings: Settings,
+                      cache: WorkCache | None = None) -> list[OriginCounts]:
     """Null-check counts of the test origins only (simulating the others would be wasted work)."""
-    return label_summary(outcome, sources, settings.model.null_simulations, settings.model.seed, origins)
+    rows = []
+    for test in tests:
+        key = cache.key("null", test.key) if cache else ""
+        stored = cache.json(key) if cache else None
+        if stored is not None:
+            rows.append(OriginCounts(test.origin, *stored))  # type: ignore[misc]
+            continue
+        [row] = label_summary(outcome, sources, settings.model.null_simulations, settings.model.seed, [test.origin])
+        if cache:
+            cache.put_json(key, [row.positives, row.negatives, row.null_rate])
+        rows.append(row)
+    return rows
 
 
 def _why_unsupported(model: str, outcome: Outcome) -> str:

@@ -208,13 +208,15 @@ def labels(ctx: click.Context, outcome: str | None, as_json: bool) -> None:
 def backtest(ctx: click.Context, outcome: str | None, as_json: bool) -> None:
     """Rolling-origin backtest of LightGBM against the baselines; writes a report with plots."""
     from risk.backtest import run_backtest
+    from risk.cache import work_cache
     from risk.report import write_report
     from risk.sources import load_sources
 
     settings = settings_of(ctx)
     with err.status("loading sources") as status:
         sources = load_sources(settings)
-        result = run_backtest(settings, sources, outcome, progress=lambda m: status.update(m))
+        result = run_backtest(settings, sources, outcome, progress=lambda m: status.update(m),
+                              cache=work_cache(settings, sources))
         status.update("writing the report")
         folder = write_report(result, settings.paths.reports)
     if as_json:
@@ -233,6 +235,7 @@ def backtest(ctx: click.Context, outcome: str | None, as_json: bool) -> None:
 def train(ctx: click.Context, outcome: str | None, as_of: date | None) -> None:
     """Backtest, train on every closed origin, register the model and promote it unless it is worse."""
     from risk.backtest import run_backtest
+    from risk.cache import work_cache
     from risk.freshness import required_sources
     from risk.pipeline import default_as_of
     from risk.report import write_report
@@ -243,10 +246,11 @@ def train(ctx: click.Context, outcome: str | None, as_of: date | None) -> None:
     with err.status("loading sources") as status:
         sources = load_sources(settings)
         as_of = as_of or default_as_of(sources, required_sources(settings))
-        result = run_backtest(settings, sources, outcome, progress=lambda m: status.update(m))
+        cache = work_cache(settings, sources)
+        result = run_backtest(settings, sources, outcome, progress=lambda m: status.update(m), cache=cache)
         write_report(result, settings.paths.reports)
         status.update("training the production model")
-        trained = train_and_register(settings, sources, as_of, result)
+        trained = train_and_register(settings, sources, as_of, result, cache)
     verdict = "promoted to champion" if trained.promoted else "kept as challenger"
     out.print(f"model {trained.record.model_id}: {verdict} ({trained.reason})", highlight=False)
 

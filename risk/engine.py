@@ -17,6 +17,7 @@ from risk.sources import Sources
 
 if TYPE_CHECKING:
     from risk.backtest import Backtest
+    from risk.cache import WorkCache
     from risk.training import TrainingResult
 
 
@@ -29,12 +30,15 @@ def features(settings: Settings, sources: Sources, as_of: date) -> pd.DataFrame:
     return build_features(sources, as_of, settings.features)
 
 
-def train_and_register(settings: Settings, sources: Sources, as_of: date, backtest: Backtest) -> TrainingResult:
-    """Train the production model with the configured engine, register it, and promote it if it is not worse."""
+def train_and_register(settings: Settings, sources: Sources, as_of: date, backtest: Backtest,
+                       cache: WorkCache | None = None) -> TrainingResult:
+    """Train the production model with the configured engine, register it, and promote it if it is not worse.
+
+    The local engine reuses a fit of the same rows from the work cache; a cluster fit is always made afresh."""
     if settings.engine == "dask":
         from risk import engine_dask
 
         return engine_dask.train_and_register(settings, sources, as_of, backtest)
     from risk.training import train_and_register as local
 
-    return local(settings, sources, as_of, backtest)
+    return local(settings, sources, as_of, backtest, cache=cache)

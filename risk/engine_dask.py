@@ -40,8 +40,7 @@ import numpy as np
 import pandas as pd
 
 from risk import features as local_features
-from risk.errors import ConfigError, ConfigIssue
-from risk.settings import Settings
+from risk.settings import Settings, config_issue
 from risk.sources import Sources
 
 if TYPE_CHECKING:
@@ -56,10 +55,6 @@ RENT_LAG_MONTHS = (0, 12, 36, 60)
 """Rent months a tract's features read: its newest, and the changes over 1, 3 and 5 years."""
 WORKER_MODULES = ("risk.engine_dask", "lightgbm.dask")
 """What every worker must be able to import (a remote cluster needs this package installed)."""
-
-
-def _issue(settings: Settings, key: str, message: str) -> ConfigError:
-    return ConfigError(str(settings.config_path), [ConfigIssue(key, message)])
 
 
 @contextlib.contextmanager
@@ -83,14 +78,14 @@ def cluster(settings: Settings) -> Iterator[Client]:
         try:
             client = Client(cfg.scheduler_address, timeout=cfg.connect_timeout_s)
         except (OSError, TimeoutError, ValueError) as e:
-            raise _issue(settings, key, f"cannot reach the Dask scheduler at {cfg.scheduler_address} within "
+            raise config_issue(settings, key, f"cannot reach the Dask scheduler at {cfg.scheduler_address} within "
                          f"{cfg.connect_timeout_s:g} s ({e}); start it, correct the address, or leave the key "
                          "empty for a LocalCluster") from e
         with client:
             try:
                 client.wait_for_workers(1, timeout=cfg.connect_timeout_s)
             except TimeoutError as e:
-                raise _issue(settings, key, f"the Dask scheduler at {cfg.scheduler_address} has no workers "
+                raise config_issue(settings, key, f"the Dask scheduler at {cfg.scheduler_address} has no workers "
                              f"(waited {cfg.connect_timeout_s:g} s)") from e
             modules = WORKER_MODULES
 
@@ -101,7 +96,7 @@ def cluster(settings: Settings) -> Iterator[Client]:
             try:
                 client.run(imports)
             except ImportError as e:
-                raise _issue(settings, key, f"a worker of {cfg.scheduler_address} cannot import {e.name or e}: "
+                raise config_issue(settings, key, f"a worker of {cfg.scheduler_address} cannot import {e.name or e}: "
                              "install this package (with its pinned dask and lightgbm) on every worker") from e
             yield client
 

@@ -380,12 +380,14 @@ class OriginCounts:
 def label_summary(outcome: Outcome, sources: Sources, n_null: int, seed: int,
                   origins: list[Origin] | None = None) -> list[OriginCounts]:
     """Counts and null rates for the given origins (default: every origin of the outcome)."""
-    rng = np.random.default_rng(seed)
     rows = []
     for origin in outcome.origins(sources) if origins is None else origins:
-        lab = outcome.label(sources, origin)
+        known = sources.known_at(origin.closes)  # a label is what was known when its window closed
+        lab = outcome.label(known, origin)
         pos = int(lab["y"].sum())
-        rows.append(OriginCounts(origin, pos, len(lab) - pos, outcome.null_rate(sources, origin, rng, n_null)))
+        # one stream per origin: an origin's null rate does not depend on which origins were simulated before it
+        rng = np.random.default_rng([seed, origin.year])
+        rows.append(OriginCounts(origin, pos, len(lab) - pos, outcome.null_rate(known, origin, rng, n_null)))
     return rows
 
 

@@ -136,12 +136,14 @@ def _champion(settings: Settings, sources: Sources, as_of: date) -> tuple[ModelR
         return champion, False  # type: ignore[return-value]
     # imported here: the backtest pulls in scikit-learn and SciPy, seconds of start-up most weekly runs don't need
     from risk.backtest import run_backtest
+    from risk.cache import work_cache
     from risk.report import write_report
 
-    result = run_backtest(settings, sources, settings.model.outcome)
+    cache = work_cache(settings, sources)
+    result = run_backtest(settings, sources, settings.model.outcome, cache=cache)
     checkpoint("train.backtested")
     write_report(result, settings.paths.reports)
-    trained = train_and_register(settings, sources, as_of, result)
+    trained = train_and_register(settings, sources, as_of, result, cache)
     usable = champion is not None and champion.metadata.get("features") == feature_names(settings.features.spatial_lags)
     if trained.promoted or not usable:
         registry.promote(trained.record.model_id)  # a champion that cannot score these features must go

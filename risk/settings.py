@@ -102,6 +102,9 @@ class PathsSettings(_Section):
     models: RelPath = Field(Path("models"), description="Trained model registry.")
     reports: RelPath = Field(Path("reports"), description="Backtest and explanation reports.")
     features: RelPath = Field(Path("state/features"), description="Feature tables written by `risk run`.")
+    cache: RelPath | None = Field(Path("state/cache"), description="Backtest work reused across runs (features, "
+                                  "labels and fits of origins whose inputs did not change), keyed by content; "
+                                  "safe to delete. null switches reuse off.")
 
 
 class BoundariesSource(_Section):
@@ -498,7 +501,8 @@ class DaskSettings(_Section):
         if v is None or not v.strip():
             return None
         v = v.strip()
-        if not re.fullmatch(r"([a-z]+://)?[^\s/:]+(:\d{1,5})?/?", v):
+        # a host name, an IPv4 address or a bracketed IPv6 address ("tcp://[::1]:8786"), then an optional port
+        if not re.fullmatch(r"([a-z]+://)?(\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+)(:\d{1,5})?/?", v):
             raise ValueError(f"not a scheduler address (like tcp://host:8786): {v!r}")
         return v
 
@@ -597,6 +601,19 @@ def _issues(err: ValidationError, lines: dict[tuple[str, ...], int]) -> list[Con
             msg = e["msg"].removeprefix("Value error, ")
         out.append(ConfigIssue(key=key, message=msg, line=line))
     return out
+
+
+def config_issue(settings: Settings, key: str, message: str) -> ConfigError:
+    """An error a setting causes at run time (an unreachable server, say), naming its key and, where the
+    file still says it, its line."""
+    line = None
+    try:
+        lines = _line_index(Path(settings.config_path).read_text(encoding="utf-8"))
+        parts = tuple(key.split("."))
+        line = next((lines[parts[:i]] for i in range(len(parts), 0, -1) if parts[:i] in lines), None)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        pass  # the message names the key; a line is a courtesy
+    return ConfigError(str(settings.config_path), [ConfigIssue(key, message, line)])
 
 
 def config_path_from(option: str | os.PathLike[str] | None) -> Path:

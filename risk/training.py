@@ -7,14 +7,18 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import date
+from typing import TYPE_CHECKING
 
-from risk.backtest import Backtest, build_panel
+from risk.backtest import Backtest, OriginData, build_panel
 from risk.dictionary import feature_names, model_feature_names
 from risk.labels import outcome_for
 from risk.model import TrainedModel, TrainingRows, train
 from risk.registry import ModelRecord, Registry, RegistryError
 from risk.settings import Settings
 from risk.sources import Sources
+
+if TYPE_CHECKING:
+    from risk.cache import WorkCache
 
 
 @dataclass(frozen=True)
@@ -37,16 +41,33 @@ Trainer = Callable[[list[TrainingRows], list[str], int], TrainedModel]
 or the Dask engine's fit on a cluster)."""
 
 
+def _fit(panel: list[OriginData], features: list[str], seed: int, trainer: Trainer,
+         cache: WorkCache | None) -> TrainedModel:
+    """The trainer's model of these rows; reused when the same trainer already fitted the same rows."""
+    if not all(d.key for d in panel):
+        cache = None  # a panel built without the cache has no content keys to reuse a fit by
+    name = f"{getattr(trainer, '__module__', '')}.{getattr(trainer, '__qualname__', type(trainer).__name__)}"
+    key = cache.key("fit", name, [d.key for d in panel], features, seed) if cache else ""
+    stored = cache.get(key, TrainedModel.load) if cache else None
+    if stored is not None:
+        return stored  # type: ignore[return-value]
+    model = trainer([TrainingRows(d.origin.year, d.X, d.labels["y"]) for d in panel], features, seed)
+    if cache:
+        cache.put(key, model.save)
+    return model
+
+
 def train_and_register(settings: Settings, sources: Sources, as_of: date, backtest: Backtest,
-                       trainer: Trainer = train) -> TrainingResult:
+                       trainer: Trainer = train, cache: WorkCache | None = None) -> TrainingResult:
     """Train on the origins closed by ``as_of``, register the model, and promote it if it is not worse."""
     outcome = outcome_for(backtest.outcome, settings)
     features = model_feature_names(settings.features.spatial_lags)
     # the backtest already built every origin's features and labels: reuse them rather than build them twice
-    panel = [d for d in (backtest.panel or build_panel(outcome, sources, settings)) if d.origin.closes <= as_of]
+    panel = [d for d in (backtest.panel or build_panel(outcome, sources, settings, cache=cache))
+             if d.origin.closes <= as_of]
     if not panel:
         raise RegistryError(f"{backtest.outcome}: no outcome window has closed by {as_of}; nothing to train on")
-    model = trainer([TrainingRows(d.origin.year, d.X, d.labels["y"]) for d in panel], features, settings.model.seed)
+    model = _fit(panel, features, settings.model.seed, trainer, cache)
     # the prior is part of the model: two models with the same trees and different priors are different models
     text = model.booster.model_to_string() + json.dumps(asdict(model.prior) if model.prior else None)
     model_id = f"{backtest.outcome}-{as_of:%Y%m%d}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"

@@ -155,19 +155,28 @@ def test_early_stopping_round_is_the_one_lightgbm_keeps() -> None:
     assert early_stopping_round(full, X[val], y[val], init[val]) == stopped.best_iteration
 
 
-def test_unreachable_scheduler_is_a_config_error_naming_the_key(world: tuple[Settings, Sources]) -> None:
-    settings, _ = world
+def test_unreachable_scheduler_is_a_config_error_naming_the_key_and_line(world: tuple[Settings, Sources]) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    settings = settings.model_copy(update={"dask": settings.dask.model_copy(
-        update={"scheduler_address": f"tcp://127.0.0.1:{port}", "connect_timeout_s": 1.0})})
-    with pytest.raises(ConfigError) as e, engine_dask.cluster(settings):
+    text = world[0].config_path.read_text()
+    config = world[0].config_path.with_name("unreachable.yaml")
+    config.write_text(text + f"dask:\n  connect_timeout_s: 1.0\n  scheduler_address: tcp://127.0.0.1:{port}\n")
+    with pytest.raises(ConfigError) as e, engine_dask.cluster(load_settings(config)):
         pass
     (issue,) = e.value.issues
     assert issue.key == "dask.scheduler_address"
+    assert issue.line == text.count("\n") + 3
     assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}" in issue.message
     assert e.value.__cause__ is not None
+
+
+@pytest.mark.parametrize("address", ["tcp://10.0.0.5:8786", "tcp://[::1]:8786", "tls://scheduler.example.org:8786",
+                                     "tcp://[2001:db8::7]", "scheduler:8786"])
+def test_scheduler_addresses_of_every_form_are_accepted(world: tuple[Settings, Sources], address: str) -> None:
+    config = world[0].config_path.with_name("address.yaml")
+    config.write_text(world[0].config_path.read_text() + f"dask: {{scheduler_address: '{address}'}}\n")
+    assert load_settings(config).dask.scheduler_address == address
 
 
 @pytest.mark.parametrize(("text", "key"), [

@@ -152,11 +152,11 @@ def test_null_check_passes_with_noise_aware_rules(which: str, request: pytest.Fi
     observed, null, ok = null_check(rows)
     print(f"\n{which}: observed {observed:.4f}, null {null:.4f} ({null / observed:.2f} x observed; "
           f"the check needs <= {NULL_CHECK_RATIO})")
-    # Measured: bundled 0.0402 / null 0.0088 (0.22 x), shared 0.0531 / 0.0065 (0.12 x). The null is not zero:
+    # Measured: bundled 0.0402 / null 0.0088 (0.22 x), shared 0.0531 / 0.0070 (0.13 x). The null is not zero:
     # low-income tracts whose count falls by chance beyond the loss margin still become OD.
     assert ok
     assert 0 < null <= NULL_CHECK_RATIO * observed
-    assert null / observed == pytest.approx({"bundled": 0.22, "shared": 0.12}[which], abs=0.01)
+    assert null / observed == pytest.approx({"bundled": 0.22, "shared": 0.13}[which], abs=0.01)
 
 
 @pytest.mark.parametrize("which", ["bundled", "shared"])

@@ -1,0 +1,124 @@
+"""The work cache: a retraining week reuses what its inputs did not change, and nothing else."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from risk.backtest import Backtest, build_panel, run_backtest
+from risk.cache import KEEP_DAYS, WorkCache
+from risk.features import build_features
+from risk.labels import outcome_for
+from risk.settings import Settings
+from risk.sources import Sources
+from risk.training import train_and_register
+
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory: pytest.TempPathFactory, bundled_settings: Settings,
+         bundled_sources: Sources) -> tuple[Path, Backtest]:
+    """A cache folder filled by one backtest, and that backtest."""
+    folder = tmp_path_factory.mktemp("cache")
+    return folder, run_backtest(bundled_settings, bundled_sources, "eviction_surge",
+                                cache=WorkCache(folder, bundled_settings, bundled_sources))
+
+
+def _revised(sources: Sources, year: int) -> Sources:
+    """The sources with one more eviction filing in every tract in ``year`` (a revised Eviction Lab release)."""
+    ev = sources.evictions.copy()
+    ev.loc[ev["year"] == year, "filings"] += 1
+    return dataclasses.replace(sources, evictions=ev, cache={})
+
+
+def test_a_second_backtest_on_the_same_inputs_recomputes_nothing_and_reports_the_same_figures(
+        warm: tuple[Path, Backtest], bundled_settings: Settings, bundled_sources: Sources) -> None:
+    folder, first = warm
+    cache = WorkCache(folder, bundled_settings, bundled_sources)
+    again = run_backtest(bundled_settings, bundled_sources, "eviction_surge", cache=cache)
+    assert cache.misses == 0 and cache.hits > 0
+    pd.testing.assert_frame_equal(again.preds, first.preds)
+    assert again.to_json() == first.to_json()
+    for a, b in zip(again.panel, first.panel, strict=True):
+        pd.testing.assert_frame_equal(a.X, b.X)
+        pd.testing.assert_frame_equal(a.labels, b.labels)
+
+
+def test_a_revision_reaches_exactly_the_origins_that_knew_the_revised_records(
+        warm: tuple[Path, Backtest], bundled_settings: Settings, bundled_sources: Sources) -> None:
+    folder, first = warm
+    revised = _revised(bundled_sources, 2012)
+    known_from = revised.evictions.loc[revised.evictions["year"] == 2012, "available"].min()
+    cache = WorkCache(folder, bundled_settings, revised)
+    panel = build_panel(outcome_for("eviction_surge", bundled_settings), revised, bundled_settings, cache=cache)
+    for new, old in zip(panel, first.panel, strict=True):
+        knew = pd.Timestamp(new.origin.closes) >= known_from  # features or labels read the 2012 counts
+        assert (new.key != old.key) == knew, new.origin
+    assert cache.hits == sum(pd.Timestamp(d.origin.closes) < known_from for d in panel) > 0
+    rebuilt = build_panel(outcome_for("eviction_surge", bundled_settings), revised, bundled_settings)
+    for cached, fresh in zip(panel, rebuilt, strict=True):
+        pd.testing.assert_frame_equal(cached.labels, fresh.labels)
+
+
+def test_features_do_not_depend_on_the_order_of_the_records(bundled_settings: Settings,
+                                                            bundled_sources: Sources) -> None:
+    """The cache fingerprints tables as sets of records; this is what makes that safe."""
+    rng = np.random.default_rng(0)
+
+    def shuffled(frame: pd.DataFrame | None) -> pd.DataFrame | None:
+        return None if frame is None else frame.iloc[rng.permutation(len(frame))]
+
+    mixed = dataclasses.replace(bundled_sources, cache={}, **{name: shuffled(getattr(bundled_sources, name))
+                                for name in ("demographics", "evictions", "rent", "permits")})
+    for day in (date(2012, 3, 1), date(2016, 6, 1)):
+        pd.testing.assert_frame_equal(build_features(mixed, day, bundled_settings.features),
+                                      build_features(bundled_sources, day, bundled_settings.features))
+    assert WorkCache(Path("unused"), bundled_settings, mixed).known(date(2016, 6, 1)) == \
+        WorkCache(Path("unused"), bundled_settings, bundled_sources).known(date(2016, 6, 1))
+
+
+def test_a_damaged_entry_is_recomputed_with_a_warning(warm: tuple[Path, Backtest], bundled_settings: Settings,
+                                                      bundled_sources: Sources,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    folder, first = warm
+    entry = next(p for p in sorted(folder.iterdir()) if p.name.startswith("predict-"))
+    (entry / "predictions.parquet").write_bytes(b"not parquet")
+    cache = WorkCache(folder, bundled_settings, bundled_sources)
+    with caplog.at_level(logging.WARNING, logger="risk.cache"):
+        again = run_backtest(bundled_settings, bundled_sources, "eviction_surge", cache=cache)
+    assert cache.misses == 1
+    assert any("unreadable" in r.message and entry.name in r.message for r in caplog.records)
+    pd.testing.assert_frame_equal(again.preds, first.preds)
+    assert (entry / "predictions.parquet").read_bytes()[:4] == b"PAR1"  # written again
+
+
+def test_a_reused_production_fit_registers_the_same_model_file(tmp_path: Path, warm: tuple[Path, Backtest],
+                                                               bundled_settings: Settings,
+                                                               bundled_sources: Sources) -> None:
+    folder, backtest = warm
+    files = []
+    for run in ("first", "second"):
+        settings = bundled_settings.model_copy(update={"paths": bundled_settings.paths.model_copy(
+            update={"models": tmp_path / run})})
+        cache = WorkCache(folder, settings, bundled_sources)
+        result = train_and_register(settings, bundled_sources, date(2016, 3, 1), backtest, cache=cache)
+        files.append((result.record.folder / "model.txt").read_bytes())
+        assert (cache.hits, cache.misses) == ((0, 1) if run == "first" else (1, 0))
+    assert files[0] == files[1]
+
+
+def test_entries_unused_for_eight_weeks_are_pruned(tmp_path: Path, bundled_settings: Settings,
+                                                   bundled_sources: Sources) -> None:
+    cache = WorkCache(tmp_path, bundled_settings, bundled_sources)
+    cache.put_json("old", 1)
+    cache.put_json("recent", 2)
+    stale = (tmp_path / "old").stat().st_mtime - (KEEP_DAYS + 1) * 86400
+    os.utime(tmp_path / "old", (stale, stale))
+    assert cache.prune() == 1
+    assert cache.json("old") is None and cache.json("recent") == 2
