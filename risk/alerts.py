@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 
 from risk.errors import ConfigError, ConfigIssue, Problem
@@ -57,21 +58,21 @@ def decide(scores: pd.DataFrame, previous: pd.DataFrame, decisions: pd.DataFrame
     prev_tier = previous["tier"].reindex(scores.index) if "tier" in previous else pd.Series(index=scores.index)
     prev_p = previous["probability"].reindex(scores.index) if "probability" in previous else pd.Series(
         index=scores.index, dtype="float64")
+    change = scores["percentile_change"] if "percentile_change" in scores else pd.Series(np.nan, index=scores.index)
+    # each reason for every tract at once: a row-by-row loop over 85,000 tracts takes tens of seconds
+    reasons = pd.DataFrame({
+        "new_high": (scores["tier"] == "high").to_numpy() & (prev_tier != "high").to_numpy(),
+        "rising": (change.notna() & (change >= cfg.rise_points)).to_numpy(),
+        "crossed": (scores["probability"] >= cfg.probability).to_numpy() & ~(prev_p >= cfg.probability).to_numpy(),
+    }, index=scores.index)
     alerts = []
-    for geoid, row in scores.iterrows():
-        reasons = []
-        if row["tier"] == "high" and prev_tier.get(geoid) != "high":
-            reasons.append("new_high")
-        change = row.get("percentile_change")
-        if change is not None and pd.notna(change) and change >= cfg.rise_points:
-            reasons.append("rising")
-        before = prev_p.get(geoid)
-        if row["probability"] >= cfg.probability and (before is None or pd.isna(before) or before < cfg.probability):
-            reasons.append("crossed")
-        if not reasons or _suppressed(geoid, row["percentile"], decisions, cfg):
+    for geoid, flags in reasons[reasons.any(axis=1)].iterrows():
+        row = scores.loc[geoid]
+        if _suppressed(geoid, row["percentile"], decisions, cfg):
             continue
-        alerts.append(Alert(str(geoid), tuple(reasons), float(row["probability"]), float(row["percentile"]),
-                            str(row["tier"]), _num(row.get("probability_change")), _num(change)))
+        alerts.append(Alert(str(geoid), tuple(r for r in reasons.columns if flags[r]), float(row["probability"]),
+                            float(row["percentile"]), str(row["tier"]), _num(row.get("probability_change")),
+                            _num(change[geoid])))
     return sorted(alerts, key=lambda a: -a.probability)
 
 

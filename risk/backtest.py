@@ -21,7 +21,7 @@ from risk.baselines import BASELINES, RANK_BASELINES, calibrate_rank, predict_lo
 from risk.dictionary import feature_names, model_feature_names
 from risk.errors import RiskError
 from risk.features import build_features
-from risk.labels import Origin, OriginCounts, Outcome, label_summary, null_check, outcome_for
+from risk.labels import Origin, OriginCounts, Outcome, label_summary, label_view, null_check, outcome_for
 from risk.metrics import bootstrap, calibration_table, lead_times, model_metrics, per_origin
 from risk.model import TrainingRows, fit_logistic, train
 from risk.settings import Settings
@@ -68,7 +68,7 @@ def build_panel(outcome: Outcome, sources: Sources, settings: Settings, progress
             continue
         if progress:
             progress(f"features and labels for origin {origin.year}")
-        labels = outcome.label(sources.known_at(origin.closes), origin)
+        labels = outcome.label(label_view(outcome, sources, origin), origin)
         X = build_features(sources, origin.as_of, settings.features)[names].loc[labels.index]
         if cache:
             cache.put_frames(key, {"X": X, "labels": labels})
@@ -216,35 +216,77 @@ def run_backtest(settings: Settings, sources: Sources, outcome_name: str | None 
     return result
 
 
-def _summarise(outcome: Outcome, name: str, settings: Settings, sources: Sources, panel: list[OriginData],
-               tests: list[OriginData], preds: pd.DataFrame, schemes: dict[int, str], features: list[str],
-               cache: WorkCache | None = None) -> Backtest:
-    unsupported = {m: _why_unsupported(m, outcome) for m in BASELINES if preds[m].isna().all()}
-    metrics = {m: model_metrics(preds, m) for m in MODELS if m not in unsupported}
+@dataclass
+class _Scores:
+    """Everything measured from the pooled predictions alone."""
+
+    metrics: dict[str, dict[str, float]]
+    best: str
+    cis: dict[str, tuple[float, float]]
+    ratio_ci: tuple[float, float]
+    lead: dict[str, float]
+    calibration: dict[str, pd.DataFrame]
+    by_origin: dict[str, pd.DataFrame]
+
+
+def _score(preds: pd.DataFrame, usable: list[str], settings: Settings, name: str) -> _Scores:
+    metrics = {m: model_metrics(preds, m) for m in usable}
     for m in RANK_BASELINES:
         if m in metrics and not preds.get(f"{m}_calibrated", pd.Series([True])).all():
             metrics[m]["brier"] = float("nan")  # a bare ranking is not a probability
     if not metrics.get("lightgbm"):
         raise BacktestError(f"{name}: the test origins hold {int(preds['y'].sum())} positives of {len(preds)} "
                             "cases; metrics need both classes")
-    baselines = [m for m in BASELINES if m not in unsupported and metrics.get(m)]
+    baselines = [m for m in BASELINES if m in usable and metrics.get(m)]
     if not baselines:
         raise BacktestError(f"{name}: no baseline could be scored on the test origins")
     best = max(baselines, key=lambda m: metrics[m]["pr_auc"])
+    cis, ratio_ci = bootstrap(preds, usable, settings.model.bootstrap, settings.model.seed, "lightgbm", best)
+    return _Scores(metrics, best, cis, ratio_ci, lead_times(preds, "lightgbm"),
+                   {m: calibration_table(preds, m) for m in ("lightgbm", "logistic") if m in usable},
+                   {m: per_origin(preds, m) for m in usable})
+
+
+def _score_cached(preds: pd.DataFrame, usable: list[str], settings: Settings, name: str,
+                  cache: WorkCache | None) -> _Scores:
+    """:func:`_score`, reused when the pooled predictions are the same as a previous run's."""
+    if cache is None:
+        return _score(preds, usable, settings, name)
+    key = cache.key("scores", cache.frame_key(preds), usable)
+    calibrated = [m for m in ("lightgbm", "logistic") if m in usable]
+    names = (*(f"calibration_{m}" for m in calibrated), *(f"by_origin_{m}" for m in usable))
+    stored = cache.frames(key, names)
+    if stored is not None:
+        frames, note = stored
+        n: dict = note  # type: ignore[assignment]
+        return _Scores(n["metrics"], n["best"], {m: tuple(ci) for m, ci in n["cis"].items()}, tuple(n["ratio_ci"]),
+                       n["lead"], {m: frames[f"calibration_{m}"] for m in calibrated},
+                       {m: frames[f"by_origin_{m}"] for m in usable})
+    scores = _score(preds, usable, settings, name)
+    frames = {**{f"calibration_{m}": t for m, t in scores.calibration.items()},
+              **{f"by_origin_{m}": t for m, t in scores.by_origin.items()}}
+    cache.put_frames(key, frames, {"metrics": scores.metrics, "best": scores.best, "lead": scores.lead,
+                                   "cis": {m: list(ci) for m, ci in scores.cis.items()},
+                                   "ratio_ci": list(scores.ratio_ci)})
+    return scores
+
+
+def _summarise(outcome: Outcome, name: str, settings: Settings, sources: Sources, panel: list[OriginData],
+               tests: list[OriginData], preds: pd.DataFrame, schemes: dict[int, str], features: list[str],
+               cache: WorkCache | None = None) -> Backtest:
+    unsupported = {m: _why_unsupported(m, outcome) for m in BASELINES if preds[m].isna().all()}
     usable = [m for m in MODELS if m not in unsupported]
-    cis, ratio_ci = _bootstrap_cached(preds, usable, settings, best, cache)
+    scores = _score_cached(preds, usable, settings, name, cache)
     counts = label_summary_for(outcome, sources, tests, settings, cache)
     observed, null, ok = null_check(counts)
-    train_rows = pd.concat([d.X for d in panel if d.origin.closes <= tests[-1].origin.as_of])
-    presence = train_rows[features].notna().mean()
+    train = [d.X[features] for d in panel if d.origin.closes <= tests[-1].origin.as_of]
+    presence = sum(x.notna().sum() for x in train) / sum(len(x) for x in train)  # no copy of every row
     return Backtest(
         outcome=name, description=outcome.description, test_origins=[t.origin.year for t in tests], preds=preds,
-        metrics=metrics, pr_auc_ci=cis, best_baseline=best,
-        ratio=metrics["lightgbm"]["pr_auc"] / metrics[best]["pr_auc"], ratio_ci=ratio_ci,
+        metrics=scores.metrics, pr_auc_ci=scores.cis, best_baseline=scores.best,
+        ratio=scores.metrics["lightgbm"]["pr_auc"] / scores.metrics[scores.best]["pr_auc"], ratio_ci=scores.ratio_ci,
         null_rate=null, observed_rate=observed, null_ok=ok, unsupported=unsupported, presence=presence,
-        lead=lead_times(preds, "lightgbm"),
-        calibration={m: calibration_table(preds, m) for m in ("lightgbm", "logistic") if m in metrics},
-        by_origin={m: per_origin(preds, m) for m in usable}, schemes=schemes)
+        lead=scores.lead, calibration=scores.calibration, by_origin=scores.by_origin, schemes=schemes)
 
 
 RankScores = Callable[[Sources, Origin], "pd.Series | None"]
@@ -260,19 +302,6 @@ def _per_origin(fn: RankScores) -> RankScores:
         return cache[origin.year]
 
     return scores
-
-
-def _bootstrap_cached(preds: pd.DataFrame, usable: list[str], settings: Settings, best: str,
-                      cache: WorkCache | None) -> tuple[dict[str, tuple[float, float]], tuple[float, float]]:
-    """Bootstrap intervals, reused when the pooled predictions are the same as a previous run's."""
-    key = cache.key("bootstrap", cache.frame_key(preds), usable, best) if cache else ""
-    stored = cache.json(key) if cache else None
-    if stored is not None:
-        return {m: tuple(ci) for m, ci in stored["cis"].items()}, tuple(stored["ratio"])  # type: ignore[index]
-    cis, ratio_ci = bootstrap(preds, usable, settings.model.bootstrap, settings.model.seed, "lightgbm", best)
-    if cache:
-        cache.put_json(key, {"cis": {m: list(ci) for m, ci in cis.items()}, "ratio": list(ratio_ci)})
-    return cis, ratio_ci
 
 
 def label_summary_for(outcome: Outcome, sources: Sources, tests: list[OriginData], settings: Settings,

@@ -6,7 +6,8 @@ whose training rows did not change. Each such piece is stored under a key
 that hashes everything it was computed from:
 
 - the code (every module of this package), the library versions, and the
-  settings sections that shape it (region, sources, features, model);
+  settings that shape it (region, sources, features, and the outcome, seed
+  and resampling settings of the model section);
 - the files read outside the validated tables (the demographics database
   the typology reads, the boundaries, the permit coverage list);
 - for each table of :class:`~risk.sources.Sources`, a fingerprint of the
@@ -51,7 +52,7 @@ _LIBRARIES = ("lightgbm", "scikit-learn", "scipy", "numpy", "pandas", "pyarrow")
 
 
 @functools.cache
-def _code_hash() -> str:
+def code_hash() -> str:
     """Every module of the package: a change to any of them may change what an entry would hold."""
     digest = hashlib.sha256()
     root = Path(__file__).resolve().parent
@@ -116,8 +117,11 @@ class WorkCache:
                          s.permits.coverage_tracts if s.permits else None]
         files = {str(p): sources.file_hashes.get(str(p)) for p in read_directly if p is not None}
         return {
-            "code": _code_hash(), "libraries": {name: version(name) for name in _LIBRARIES},
-            "settings": settings.model_dump(mode="json", include={"region", "sources", "features", "model"}),
+            "code": code_hash(), "libraries": {name: version(name) for name in _LIBRARIES},
+            # what shapes the entries: not the tiers, the promotion tolerance or the retraining policy
+            "settings": settings.model_dump(mode="json", include={
+                "region": True, "sources": True, "features": True,
+                "model": {"eviction_surge", "low_income_loss", "seed", "null_simulations", "bootstrap"}}),
             "files": files, "permit_files": [repr(f) for f in sources.permit_files],
             "coverage": sorted(sources.permit_coverage) if sources.permit_coverage is not None else None,
             "max_age": {k: str(v) for k, v in sources.max_age.items()},

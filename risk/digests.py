@@ -53,7 +53,9 @@ def compose(settings: Settings, tracts: gpd.GeoDataFrame, run: RunOutputs,
     recipients = load_recipients(cfg)
     areas = named_areas(cfg, tracts)
     names = tract_names(tracts, areas)
-    sentences = frame_sentences(run.driver_rows)
+    drivers = run.driver_rows
+    # sentences of the alerted tracts only: every tract's would take tens of seconds at national scale
+    sentences = frame_sentences(drivers[drivers["geoid"].isin({a.geoid for a in alerts})] if len(drivers) else drivers)
     week = week_of(run.as_of)
     out: list[Outgoing] = []
     geoids = pd.Index(list(tracts.index))  # plain strings: iterating Arrow-backed values is slow

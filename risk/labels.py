@@ -41,6 +41,8 @@ class Outcome(Protocol):
 
     name: str
     description: str
+    reads: tuple[str, ...]
+    """The dated source tables its labels and null worlds read (the view they get holds only these)."""
 
     def origins(self, sources: Sources) -> list[Origin]:
         """Origins whose outcome window lies inside the data."""
@@ -90,6 +92,7 @@ class EvictionSurge:
     """
 
     name = "eviction_surge"
+    reads = ("evictions", "demographics")
 
     def __init__(self, cfg: EvictionSurgeSettings, available_after_days: int) -> None:
         self.cfg = cfg
@@ -250,6 +253,7 @@ class LowIncomeLoss:
     """
 
     name = "low_income_loss"
+    reads = ("demographics",)
 
     def __init__(self, cfg: LowIncomeLossSettings) -> None:
         self.cfg = cfg
@@ -377,12 +381,17 @@ class OriginCounts:
         return self.positives / total if total else float("nan")
 
 
+def label_view(outcome: Outcome, sources: Sources, origin: Origin) -> Sources:
+    """What an origin's label may read: the outcome's tables as known when its window closed."""
+    return sources.known_at(origin.closes, outcome.reads)
+
+
 def label_summary(outcome: Outcome, sources: Sources, n_null: int, seed: int,
                   origins: list[Origin] | None = None) -> list[OriginCounts]:
     """Counts and null rates for the given origins (default: every origin of the outcome)."""
     rows = []
     for origin in outcome.origins(sources) if origins is None else origins:
-        known = sources.known_at(origin.closes)  # a label is what was known when its window closed
+        known = label_view(outcome, sources, origin)
         lab = outcome.label(known, origin)
         pos = int(lab["y"].sum())
         # one stream per origin: an origin's null rate does not depend on which origins were simulated before it

@@ -14,13 +14,22 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 
 
 def _top(frame: pd.DataFrame, model: str, share: float) -> pd.Series:
-    """Whether each row is in the model's top ``share`` of its origin (ties broken by GEOID for stability)."""
-    flags = []
-    for _, group in frame.groupby("origin"):
-        k = math.ceil(share * len(group))
-        order = group.sort_values([model, "geoid"], ascending=[False, True]).index[:k]
-        flags.append(pd.Series(group.index.isin(order), index=group.index))
-    return pd.concat(flags).reindex(frame.index)
+    """Whether each row is in the model's top ``share`` of its origin (ties broken by GEOID for stability).
+
+    One sort of every row (origin, then score descending, then GEOID) instead of one per origin: at national
+    scale the string comparisons of per-origin sorts cost seconds per call."""
+    origin = frame["origin"].to_numpy()
+    geoid_rank = pd.factorize(frame["geoid"], sort=True)[0]
+    score = -frame[model].to_numpy(dtype="float64")
+    order = np.lexsort((geoid_rank, np.where(np.isnan(score), np.inf, score), origin))
+    sorted_origin = origin[order]
+    starts = np.flatnonzero(np.r_[True, sorted_origin[1:] != sorted_origin[:-1]])
+    sizes = np.diff(np.r_[starts, len(order)])
+    position = np.arange(len(order)) - np.repeat(starts, sizes)
+    keep = np.repeat([math.ceil(share * n) for n in sizes], sizes)
+    flags = np.empty(len(order), dtype=bool)
+    flags[order] = position < keep
+    return pd.Series(flags, index=frame.index)
 
 
 def at_top(frame: pd.DataFrame, model: str, share: float) -> tuple[float, float]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -13,9 +15,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 from sklearn.metrics import precision_recall_curve  # noqa: E402
 
 from risk.backtest import MODELS, Backtest  # noqa: E402
+from risk.cache import WorkCache, code_hash  # noqa: E402
 from risk.errors import OutputError  # noqa: E402
 from risk.templating import environment  # noqa: E402
 
+KEY_FILE = ".content-key"
+"""What the report was written from (its text, predictions and code)."""
 LABELS = {"lightgbm": "LightGBM", "logistic": "Logistic regression", "mean_reversion": "Mean reversion",
           "persistence": "Persistence", "udp_typology": "UDP typology"}
 
@@ -107,8 +112,16 @@ def _html(bt: Backtest, templates: Path | None) -> str:
 
 
 def write_report(bt: Backtest, reports: Path, templates: Path | None = None) -> Path:
-    """Write ``reports/backtest-<outcome>/`` (report.md, report.html, PNGs, predictions.csv) atomically."""
+    """Write ``reports/backtest-<outcome>/`` (report.md, report.html, PNGs, predictions.csv) atomically.
+
+    A report whose text, predictions and code are those of the folder already there is left as it is: a
+    retraining week that changed no origin would otherwise redraw the same plots for every tract."""
     target = reports / f"backtest-{bt.outcome}"
+    markdown, html = _markdown(bt), _html(bt, templates)
+    key = hashlib.sha256("\0".join([markdown, html, WorkCache.frame_key(bt.preds), code_hash()]).encode()).hexdigest()
+    with contextlib.suppress(OSError):
+        if (target / KEY_FILE).read_text() == key:
+            return target
     try:
         reports.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=reports))
@@ -117,9 +130,10 @@ def write_report(bt: Backtest, reports: Path, templates: Path | None = None) -> 
     try:
         _pr_curves(bt, tmp / "pr_curves.png")
         _calibration(bt, tmp / "calibration.png")
-        (tmp / "report.md").write_text(_markdown(bt), encoding="utf-8")
-        (tmp / "report.html").write_text(_html(bt, templates), encoding="utf-8")
+        (tmp / "report.md").write_text(markdown, encoding="utf-8")
+        (tmp / "report.html").write_text(html, encoding="utf-8")
         bt.preds.to_csv(tmp / "predictions.csv", index=False)
+        (tmp / KEY_FILE).write_text(key)
         old = reports / f".{target.name}.old"
         shutil.rmtree(old, ignore_errors=True)
         if target.exists():

@@ -174,6 +174,7 @@ class TypologyTransition:
     """
 
     name = "typology_transition"
+    reads: tuple[str, ...] = ()  # the typology is computed from the UDP database file (a cache key hashes it)
 
     def __init__(self, settings: Settings | None = None, noise: LowIncomeLossSettings | None = None, *,
                  noise_aware: bool = True) -> None:

@@ -122,3 +122,16 @@ def test_entries_unused_for_eight_weeks_are_pruned(tmp_path: Path, bundled_setti
     os.utime(tmp_path / "old", (stale, stale))
     assert cache.prune() == 1
     assert cache.json("old") is None and cache.json("recent") == 2
+
+
+def test_keys_ignore_settings_that_cannot_change_an_entry_and_follow_those_that_can(
+        tmp_path: Path, bundled_settings: Settings, bundled_sources: Sources) -> None:
+    def key(**model: object) -> str:
+        settings = bundled_settings.model_copy(update={"model": bundled_settings.model.model_copy(update=model)})
+        return WorkCache(tmp_path, settings, bundled_sources).key("origin", 2010)
+
+    same = key()
+    assert key(promotion_tolerance=0.5) == same
+    assert key(retrain=bundled_settings.model.retrain.model_copy(update={"policy": "never"})) == same
+    assert key(seed=bundled_settings.model.seed + 1) != same
+    assert key(null_simulations=bundled_settings.model.null_simulations + 1) != same

@@ -25,6 +25,8 @@ from risk.sources.permits import PermitFileInfo, load_permits
 from risk.sources.rent import load_rent
 
 FAMILIES = ("boundaries", "demographics", "evictions", "rent", "permits")
+DATED = ("demographics", "evictions", "rent", "permits")
+"""The families whose records carry the date they became known (:meth:`Sources.known_at`)."""
 
 
 @dataclass(frozen=True)
@@ -50,22 +52,28 @@ class Sources:
     cache: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
     """Results derived from the tracts alone (neighbour pairs), shared by every :meth:`known_at` view."""
 
-    def known_at(self, as_of: date) -> Sources:
+    def known_at(self, as_of: date, families: tuple[str, ...] = DATED) -> Sources:
         """The same sources with every record dated after ``as_of`` removed.
 
-        Features are built only from this view, so nothing later can leak in.
+        Features are built only from this view, so nothing later can leak in. Tables of the dated families
+        not in ``families`` are left empty (demographics) or out (the others): a caller that reads only some
+        tables need not copy the largest.
         """
         t = pd.Timestamp(as_of)
 
-        def cut(frame: pd.DataFrame | None, column: str) -> pd.DataFrame | None:
-            return None if frame is None else frame[frame[column] <= t]
+        def cut(frame: pd.DataFrame | None, name: str, column: str) -> pd.DataFrame | None:
+            if frame is None:
+                return None
+            if name not in families:
+                return frame.iloc[:0] if name == "demographics" else None
+            return frame[frame[column] <= t]
 
         return replace(
             self,
-            demographics=cut(self.demographics, "released"),
-            evictions=cut(self.evictions, "available"),
-            rent=cut(self.rent, "available"),
-            permits=cut(self.permits, "issued"),
+            demographics=cut(self.demographics, "demographics", "released"),
+            evictions=cut(self.evictions, "evictions", "available"),
+            rent=cut(self.rent, "rent", "available"),
+            permits=cut(self.permits, "permits", "issued"),
         )
 
 
