@@ -215,7 +215,7 @@ def run(settings: Settings, as_of: date | None = None, today: date | None = None
 def _cycle(settings: Settings, engine: Engine, run_id: int, stage: _Stages, as_of: date | None,
            today: date | None, stop: threading.Event | None) -> RunResult:
     with stage("validate"):
-        sources = load_sources(settings, today)
+        sources = load_sources(settings, today, reuse=True)
         held_back = as_of is None
         as_of = as_of or default_as_of(sources, required_sources(settings), today)
         update_run(engine, run_id, as_of=as_of, data_hashes=sources.file_hashes)

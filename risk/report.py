@@ -15,8 +15,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from sklearn.metrics import precision_recall_curve  # noqa: E402
 
 from risk.backtest import MODELS, Backtest  # noqa: E402
-from risk.cache import WorkCache, code_hash  # noqa: E402
+from risk.cache import WorkCache  # noqa: E402
 from risk.errors import OutputError  # noqa: E402
+from risk.files import code_hash  # noqa: E402
 from risk.templating import environment  # noqa: E402
 
 KEY_FILE = ".content-key"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import logging
 import os
 from datetime import date
@@ -15,9 +16,10 @@ import pytest
 from risk.backtest import Backtest, build_panel, run_backtest
 from risk.cache import KEEP_DAYS, WorkCache
 from risk.features import build_features
+from risk.files import EntryStore
 from risk.labels import outcome_for
-from risk.settings import Settings
-from risk.sources import Sources
+from risk.settings import Settings, load_settings
+from risk.sources import Sources, collect, load_sources
 from risk.training import train_and_register
 
 
@@ -135,3 +137,46 @@ def test_keys_ignore_settings_that_cannot_change_an_entry_and_follow_those_that_
     assert key(retrain=bundled_settings.model.retrain.model_copy(update={"policy": "never"})) == same
     assert key(seed=bundled_settings.model.seed + 1) != same
     assert key(null_simulations=bundled_settings.model.null_simulations + 1) != same
+
+
+def _entries(folder: Path, family: str) -> int:
+    return sum(1 for p in folder.iterdir() if p.name.startswith(f"source-{family}-"))
+
+
+def test_unchanged_files_are_read_back_with_the_same_tables_and_warnings_and_a_changed_file_alone_is_parsed(
+        tmp_path: Path) -> None:
+    from conftest import ROOT, bundled_config_copy
+
+    bundled = ROOT / "data/sample/king/evictions_evictionlab_king.csv.gz"
+    evictions = tmp_path / "evictions.csv.gz"
+    evictions.write_bytes(bundled.read_bytes())
+    config = bundled_config_copy(tmp_path)
+    config.write_text(config.read_text().replace(str(bundled), str(evictions)))
+    settings = load_settings(config)
+    fresh = load_sources(settings)
+    load_sources(settings, reuse=True)
+    again = load_sources(settings, reuse=True)
+    for name in ("demographics", "evictions", "permits"):
+        pd.testing.assert_frame_equal(getattr(again, name), getattr(fresh, name))
+    assert (again.permit_files, again.permit_coverage, again.warnings) == \
+        (fresh.permit_files, fresh.permit_coverage, fresh.warnings)
+    cache = settings.paths.cache
+    assert [_entries(cache, f) for f in ("demographics", "evictions", "permits")] == [1, 1, 1]
+    evictions.write_bytes(gzip.compress(gzip.decompress(evictions.read_bytes()), mtime=1))  # new bytes, same rows
+    load_sources(settings, reuse=True)
+    assert [_entries(cache, f) for f in ("demographics", "evictions", "permits")] == [1, 2, 1]
+
+
+def test_a_family_with_errors_is_never_stored_and_a_day_before_its_latest_date_checks_it_again(
+        tmp_path: Path) -> None:
+    from conftest import bundled_config_copy
+
+    settings = load_settings(bundled_config_copy(tmp_path))
+    store = EntryStore(settings.paths.cache)
+    _, problems = collect(settings, date(2015, 6, 1), store)  # the sample runs to 2018: future years are errors
+    assert any(p.family == "evictions" and p.severity == "error" for p in problems)
+    assert _entries(settings.paths.cache, "evictions") == 0
+    collect(settings, date(2026, 11, 1), store)
+    assert _entries(settings.paths.cache, "evictions") == 1
+    _, again = collect(settings, date(2015, 6, 1), store)  # a stored clean family, read on an earlier day
+    assert [str(p) for p in again if p.family == "evictions"] == [str(p) for p in problems if p.family == "evictions"]

@@ -8,14 +8,17 @@ when any is an error, so nothing downstream runs on invalid input.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
+from typing import TypeVar
 
 import geopandas as gpd
 import pandas as pd
 
 from risk.errors import DataValidationError, Problem
+from risk.files import EntryStore
 from risk.settings import Settings
 from risk.sources._tables import ProblemLog
 from risk.sources.boundaries import load_boundaries
@@ -24,6 +27,7 @@ from risk.sources.evictions import load_evictions
 from risk.sources.permits import PermitFileInfo, load_permits
 from risk.sources.rent import load_rent
 
+T = TypeVar("T")
 FAMILIES = ("boundaries", "demographics", "evictions", "rent", "permits")
 DATED = ("demographics", "evictions", "rent", "permits")
 """The families whose records carry the date they became known (:meth:`Sources.known_at`)."""
@@ -105,18 +109,52 @@ def input_files(settings: Settings) -> list[Path]:
     return files
 
 
-def collect(settings: Settings, today: date | None = None) -> tuple[Sources | None, list[Problem]]:
-    """Load every family, returning the sources (None if boundaries failed) and all problems."""
+def _family_files(settings: Settings) -> dict[str, list[Path]]:
+    s = settings.sources
+    return {
+        "demographics": [p for p in (s.demographics.path, *(t.path for t in s.demographics.tables)) if p],
+        "evictions": [s.evictions.path] if s.evictions else [],
+        "rent": [p for p in (s.rent.path, s.rent.rent_path, s.rent.crosswalk) if p],
+        "permits": [f.path for f in s.permits.files] + ([s.permits.coverage_tracts] if s.permits.coverage_tracts
+                                                        else []) if s.permits else [],
+    }
+
+
+def collect(settings: Settings, today: date | None = None, store: EntryStore | None = None
+            ) -> tuple[Sources | None, list[Problem]]:
+    """Load every family, returning the sources (None if boundaries failed) and all problems.
+
+    With a ``store``, a family whose files, settings and code are unchanged is read from it (see
+    :mod:`risk.sources._stored`) instead of being parsed and checked again."""
     s, region, enc = settings.sources, settings.region, settings.sources.encoding
     logs = {name: ProblemLog(name) for name in FAMILIES}
     tracts = load_boundaries(s.boundaries, region, logs["boundaries"])
     if tracts is None:
         return None, logs["boundaries"].items
+    hashes = {str(p): _sha256(p) for p in input_files(settings)}
     known = tracts.index
-    demographics = load_demographics(s.demographics, region, known, enc, logs["demographics"])
-    evictions = load_evictions(s.evictions, region, known, enc, logs["evictions"], today) if s.evictions else None
-    rent = load_rent(s.rent, region, known, enc, logs["rent"], today)
-    permits = load_permits(s.permits, tracts, enc, logs["permits"], today) if s.permits else None
+    files = _family_files(settings)
+
+    def load(family: str, fn: Callable[[], T], section: object) -> T:
+        if store is None:
+            return fn()
+        from risk.sources._stored import StoredFamilies
+
+        base = {"region": region.model_dump(mode="json"), "encoding": enc, "boundaries": hashes[str(s.boundaries.path)],
+                "boundary_settings": s.boundaries.model_dump(mode="json")}
+        stored = StoredFamilies(store, base, hashes, today or date.today())
+        return stored.load(family, files[family], section, logs[family], fn)
+
+    def dump(section: object) -> object:
+        return section.model_dump(mode="json") if section is not None else None  # type: ignore[attr-defined]
+
+    demographics = load("demographics", lambda: load_demographics(s.demographics, region, known, enc,
+                                                                  logs["demographics"]), dump(s.demographics))
+    evictions = load("evictions", lambda: load_evictions(s.evictions, region, known, enc, logs["evictions"], today),
+                     dump(s.evictions)) if s.evictions else None
+    rent = load("rent", lambda: load_rent(s.rent, region, known, enc, logs["rent"], today), dump(s.rent))
+    permits = load("permits", lambda: load_permits(s.permits, tracts, enc, logs["permits"], today),
+                   dump(s.permits)) if s.permits else None
     if evictions is not None:
         demographics = pd.concat([demographics, evictions.demographics], ignore_index=True)
     problems = [p for log in logs.values() for p in log.items]
@@ -133,15 +171,18 @@ def collect(settings: Settings, today: date | None = None) -> tuple[Sources | No
             "evictions": pd.Timedelta(days=s.evictions.max_age_days if s.evictions else 0),
             "permits": pd.Timedelta(days=s.permits.max_gap_days if s.permits else 0),
         },
-        file_hashes={str(p): _sha256(p) for p in input_files(settings)},
+        file_hashes=hashes,
         warnings=tuple(p for p in problems if p.severity == "warning"),
     )
     return sources, problems
 
 
-def load_sources(settings: Settings, today: date | None = None) -> Sources:
-    """Load and validate every source; raise with all problems if any is an error."""
-    sources, problems = collect(settings, today)
+def load_sources(settings: Settings, today: date | None = None, *, reuse: bool = False) -> Sources:
+    """Load and validate every source; raise with all problems if any is an error.
+
+    ``reuse`` reads families whose files did not change from ``paths.cache`` (the weekly run does)."""
+    store = EntryStore(settings.paths.cache) if reuse and settings.paths.cache is not None else None
+    sources, problems = collect(settings, today, store)
     if sources is None or any(p.severity == "error" for p in problems):
         raise DataValidationError(problems)
     return sources

@@ -45,6 +45,14 @@ class ProblemLog:
 
     family: str
     items: list[Problem] = field(default_factory=list)
+    latest: pd.Timestamp | None = None
+    """The latest date any check compared with today: while today is past it, no check can find the future."""
+
+    def dated(self, latest: object) -> None:
+        """Note the latest date a check compared with today (NaT and None are ignored)."""
+        stamp = pd.Timestamp(latest) if latest is not None else pd.NaT
+        if not pd.isna(stamp) and (self.latest is None or stamp > self.latest):
+            self.latest = stamp
 
     def add(
         self, file: Path | str, message: str, *, line: int | None = None,
@@ -273,6 +281,7 @@ def to_date(table: Table, column: str, log: ProblemLog, *, today: date | None = 
     bad = (present & best.isna()).to_numpy()
     log.rows(table, bad, column, lambda i: f"'{text.iloc[i]}' is not a date")
     limit = pd.Timestamp(today or date.today())
+    log.dated(best.max())
     future = (best > limit).fillna(False).to_numpy(dtype=bool)
     log.rows(table, future, column, lambda i: f"date {best.iloc[i]:%Y-%m-%d} is in the future")
     return best.astype("datetime64[ns]")

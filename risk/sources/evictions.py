@@ -61,6 +61,8 @@ def load_evictions(cfg: EvictionsSource, region: RegionSettings, known: pd.Index
     geoids = check_geoids(table, "GEOID", log)
     year = to_number(table, "year", log)
     this_year = (today or date.today()).year
+    if 1678 <= year.max() < 2262:  # a year past this one is in the future from its 1 January (NaN: no year)
+        log.dated(pd.Timestamp(year=int(np.floor(year.max())), month=1, day=1))
     check_range(table, year, "year", log, low=1980, high=this_year, what="year")
     year_is_int = (year.isna() | (year == year.round())).to_numpy()
     log.rows(table, ~year_is_int, "year", lambda i: f"year {year.iloc[i]:g} is not a whole number")

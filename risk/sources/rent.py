@@ -78,6 +78,7 @@ def _wide_zip(path, encoding: str, log: ProblemLog, today: date | None) -> pd.Da
         log.add(path, "no month columns (YYYY-MM-DD) in the header", line=1)
         return None
     limit = pd.Timestamp(today or date.today())
+    log.dated(max(pd.Timestamp(c) for c in date_columns))
     for c in date_columns:
         if pd.Timestamp(c) > limit:
             log.add(path, f"month column {c} is in the future", line=1, column=c)

@@ -1,0 +1,122 @@
+"""Validated family tables reused while their files are unchanged.
+
+Parsing and checking national files takes minutes, and a weekly run mostly
+reads last week's files again. Each family's tables and problems are stored
+under a key of its files' hashes, its settings, the region, the boundaries
+file and the code, and only when the family has no error (a file with errors
+stops the run, and the user will change it).
+
+Validation depends on the day only through "in the future" checks, and each
+of those is an error. A stored family was therefore clean on its day, and
+stays clean on any day after the latest date its checks compared
+(:attr:`ProblemLog.latest`); before that day it is loaded afresh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import pandas as pd
+
+from risk.errors import Problem
+from risk.files import EntryStore, code_hash, library_versions, read_frame, write_frame
+from risk.sources._tables import ProblemLog
+from risk.sources.evictions import Evictions
+from risk.sources.permits import PermitFileInfo, Permits
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Codec(Generic[T]):
+    """How one family's loaded value becomes frames plus a JSON note, and back."""
+
+    pack: Callable[[T], tuple[dict[str, pd.DataFrame], Any]]
+    unpack: Callable[[dict[str, pd.DataFrame], Any], T]
+
+
+def _table() -> Codec[pd.DataFrame | None]:
+    return Codec(lambda v: ({} if v is None else {"table": v}, None),
+                 lambda frames, _: frames.get("table"))
+
+
+def _evictions() -> Codec[Evictions | None]:
+    return Codec(lambda v: ({} if v is None else {"counts": v.counts, "demographics": v.demographics}, None),
+                 lambda f, _: Evictions(f["counts"], f["demographics"]) if f else None)
+
+
+def _permit_info(item: dict[str, Any]) -> PermitFileInfo:
+    complete = item["complete_from"]
+    return PermitFileInfo(item["file"], item["schema"], item["reports_units"],
+                          pd.Timestamp(complete) if complete else None)
+
+
+def _permits() -> Codec[Permits | None]:
+    def pack(v: Permits | None) -> tuple[dict[str, pd.DataFrame], Any]:
+        if v is None:
+            return {}, None
+        files = [{**dataclasses.asdict(f), "complete_from": f.complete_from.isoformat() if f.complete_from else None}
+                 for f in v.files]
+        return {"records": v.records}, {"files": files, "coverage": None if v.coverage is None else sorted(v.coverage)}
+
+    def unpack(frames: dict[str, pd.DataFrame], note: Any) -> Permits | None:
+        if not frames:
+            return None
+        coverage = None if note["coverage"] is None else frozenset(note["coverage"])
+        return Permits(frames["records"], tuple(_permit_info(f) for f in note["files"]), coverage)
+
+    return Codec(pack, unpack)
+
+
+CODECS: dict[str, Callable[[], Codec[Any]]] = {
+    "demographics": _table, "evictions": _evictions, "rent": _table, "permits": _permits}
+
+
+class StoredFamilies:
+    """Loads families through the entry store, keyed by what each was loaded from."""
+
+    def __init__(self, store: EntryStore, base: dict[str, object], hashes: dict[str, str], today: date) -> None:
+        self.store = store
+        self.base = {**base, "code": code_hash(), "libraries": library_versions()}
+        self.hashes = hashes
+        self.today = pd.Timestamp(today)
+
+    def load(self, family: str, files: list[Path], settings: object, log: ProblemLog, load: Callable[[], T]) -> T:
+        """The family's value from the store when its inputs are unchanged and today is past its latest date."""
+        codec = CODECS[family]()
+        text = json.dumps([self.base, family, settings, [self.hashes.get(str(p)) for p in files]],
+                          sort_keys=True, default=str)
+        key = f"source-{family}-{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+        stored = self.store.get(key, _read)
+        if stored is not None:
+            frames, note = stored  # type: ignore[misc]
+            latest = pd.Timestamp(note["latest"]) if note["latest"] else None
+            if latest is None or latest <= self.today:
+                log.items.extend(Problem(**p) for p in note["problems"])
+                log.latest = latest
+                return codec.unpack(frames, note["value"])  # type: ignore[no-any-return]
+        value = load()
+        if not log.has_errors:
+            frames, value_note = codec.pack(value)
+            note = {"value": value_note, "frames": sorted(frames), "problems": [dataclasses.asdict(p) for p in log.items],
+                    "latest": log.latest.isoformat() if log.latest is not None else None}
+            self.store.put(key, lambda folder: _write(folder, frames, note))
+        return value
+
+
+def _write(folder: Path, frames: dict[str, pd.DataFrame], note: dict[str, Any]) -> None:
+    for name, frame in frames.items():
+        write_frame(frame, folder / f"{name}.parquet")
+    (folder / "note.json").write_text(json.dumps(note))
+
+
+def _read(folder: Path) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    note = json.loads((folder / "note.json").read_text())
+    return {name: read_frame(folder / f"{name}.parquet") for name in note["frames"]}, note
