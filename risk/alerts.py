@@ -58,6 +58,8 @@ def decide(scores: pd.DataFrame, previous: pd.DataFrame, decisions: pd.DataFrame
     prev_tier = previous["tier"].reindex(scores.index) if "tier" in previous else pd.Series(index=scores.index)
     prev_p = previous["probability"].reindex(scores.index) if "probability" in previous else pd.Series(
         index=scores.index, dtype="float64")
+    if scores.empty:
+        return []
     change = scores["percentile_change"] if "percentile_change" in scores else pd.Series(np.nan, index=scores.index)
     # each reason for every tract at once: a row-by-row loop over 85,000 tracts takes tens of seconds
     reasons = pd.DataFrame({

@@ -21,7 +21,8 @@ from risk.baselines import BASELINES, RANK_BASELINES, calibrate_rank, predict_lo
 from risk.dictionary import feature_names, model_feature_names
 from risk.errors import RiskError
 from risk.features import build_features
-from risk.labels import Origin, OriginCounts, Outcome, label_summary, label_view, null_check, outcome_for
+from risk.files import frame_hash
+from risk.labels import Origin, OriginCounts, Outcome, label_view, null_check, origin_null_rate, outcome_for
 from risk.metrics import bootstrap, calibration_table, lead_times, model_metrics, per_origin
 from risk.model import TrainingRows, fit_logistic, train
 from risk.settings import Settings
@@ -60,20 +61,30 @@ def build_panel(outcome: Outcome, sources: Sources, settings: Settings, progress
     names = feature_names(settings.features.spatial_lags)
     panel = []
     for origin in outcome.origins(sources):
-        key = cache.key("origin", outcome.name, origin, cache.known(origin.as_of), cache.known(origin.closes)) \
-            if cache else ""
-        stored = cache.frames(key, ("X", "labels")) if cache else None
-        if stored is not None:
-            panel.append(OriginData(origin, stored[0]["X"], stored[0]["labels"], key))
-            continue
         if progress:
             progress(f"features and labels for origin {origin.year}")
-        labels = outcome.label(label_view(outcome, sources, origin), origin)
-        X = build_features(sources, origin.as_of, settings.features)[names].loc[labels.index]
-        if cache:
-            cache.put_frames(key, {"X": X, "labels": labels})
-        panel.append(OriginData(origin, X, labels, key))
+        # features and labels are keyed apart: a record revised after as_of reaches the labels only
+        labels, label_key = _cached(cache, ("labels", outcome.name, origin, cache.known(origin.closes, outcome.reads))
+                                    if cache else None, lambda: outcome.label(label_view(outcome, sources, origin),
+                                                                              origin))
+        X, feature_key = _cached(cache, ("features", origin.as_of, cache.known(origin.as_of)) if cache else None,
+                                 lambda: build_features(sources, origin.as_of, settings.features)[names])
+        panel.append(OriginData(origin, X.loc[labels.index], labels, f"{feature_key}/{label_key}" if cache else ""))
     return panel
+
+
+def _cached(cache: WorkCache | None, parts: tuple | None, compute: Callable[[], pd.DataFrame]
+            ) -> tuple[pd.DataFrame, str]:
+    """A frame from the cache under the key of ``parts`` (``parts[0]`` is its kind), or computed and stored."""
+    if cache is None or parts is None:
+        return compute(), ""
+    key = cache.key(*parts)
+    stored = cache.frames(key)
+    if stored is not None:
+        return stored[0]["frame"], key
+    frame = compute()
+    cache.put_frames(key, {"frame": frame})
+    return frame, key
 
 
 def closed_before(panel: list[OriginData], test: Origin) -> list[OriginData]:
@@ -172,7 +183,7 @@ def _predict_cached(test: OriginData, train_set: list[OriginData], sources: Sour
                     ranks: dict, features: list[str], cache: WorkCache | None) -> tuple[pd.DataFrame, str]:
     """:func:`_predict_origin`, reused when the test origin and every training origin are unchanged."""
     key = cache.key("predict", test.key, [d.key for d in train_set], features) if cache else ""
-    stored = cache.frames(key, ("predictions",)) if cache else None
+    stored = cache.frames(key) if cache else None
     if stored is not None:
         return stored[0]["predictions"], str(stored[1])
     part, scheme = _predict_origin(test, train_set, sources, settings, ranks, features)
@@ -211,7 +222,6 @@ def run_backtest(settings: Settings, sources: Sources, outcome_name: str | None 
     result.train_origins = used
     result.panel = panel
     if cache:
-        cache.prune()
         log.info("work cache: %d entries reused, %d computed", cache.hits, cache.misses)
     return result
 
@@ -252,16 +262,13 @@ def _score_cached(preds: pd.DataFrame, usable: list[str], settings: Settings, na
     """:func:`_score`, reused when the pooled predictions are the same as a previous run's."""
     if cache is None:
         return _score(preds, usable, settings, name)
-    key = cache.key("scores", cache.frame_key(preds), usable)
-    calibrated = [m for m in ("lightgbm", "logistic") if m in usable]
-    names = (*(f"calibration_{m}" for m in calibrated), *(f"by_origin_{m}" for m in usable))
-    stored = cache.frames(key, names)
+    key = cache.key("scores", frame_hash(preds), usable)
+    stored = cache.frames(key)
     if stored is not None:
-        frames, note = stored
-        n: dict = note  # type: ignore[assignment]
+        frames, n = stored
         return _Scores(n["metrics"], n["best"], {m: tuple(ci) for m, ci in n["cis"].items()}, tuple(n["ratio_ci"]),
-                       n["lead"], {m: frames[f"calibration_{m}"] for m in calibrated},
-                       {m: frames[f"by_origin_{m}"] for m in usable})
+                       n["lead"], {m: t for name, t in frames.items() if (m := name.removeprefix("calibration_")) != name},
+                       {m: t for name, t in frames.items() if (m := name.removeprefix("by_origin_")) != name})
     scores = _score(preds, usable, settings, name)
     frames = {**{f"calibration_{m}": t for m, t in scores.calibration.items()},
               **{f"by_origin_{m}": t for m, t in scores.by_origin.items()}}
@@ -309,15 +316,16 @@ def label_summary_for(outcome: Outcome, sources: Sources, tests: list[OriginData
     """Null-check counts of the test origins only (simulating the others would be wasted work)."""
     rows = []
     for test in tests:
-        key = cache.key("null", test.key) if cache else ""
-        stored = cache.json(key) if cache else None
+        key = cache.key("null", test.key.split("/")[-1]) if cache else ""  # the label key: what null worlds read
+        stored = cache.frames(key) if cache else None
         if stored is not None:
-            rows.append(OriginCounts(test.origin, *stored))  # type: ignore[misc]
-            continue
-        [row] = label_summary(outcome, sources, settings.model.null_simulations, settings.model.seed, [test.origin])
-        if cache:
-            cache.put_json(key, [row.positives, row.negatives, row.null_rate])
-        rows.append(row)
+            null = float(stored[1])
+        else:
+            null = origin_null_rate(outcome, sources, test.origin, settings.model.null_simulations, settings.model.seed)
+            if cache:
+                cache.put_frames(key, {}, null)
+        positives = int(test.labels["y"].sum())
+        rows.append(OriginCounts(test.origin, positives, len(test.labels) - positives, null))
     return rows
 
 

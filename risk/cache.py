@@ -25,19 +25,17 @@ an unreadable entry is logged, removed and recomputed. Entries not used for
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from risk.files import KEEP_DAYS, EntryStore, code_hash, library_versions
+from risk.files import KEEP_DAYS, EntryStore
 from risk.settings import Settings
 from risk.sources import Sources
 
-__all__ = ["KEEP_DAYS", "WorkCache", "code_hash", "work_cache"]
+__all__ = ["KEEP_DAYS", "WorkCache", "work_cache"]
 _DATED = (("demographics", "released"), ("evictions", "available"), ("rent", "available"), ("permits", "issued"))
 
 
@@ -48,15 +46,15 @@ def _fingerprints(sources: Sources) -> dict[str, tuple[pd.Series, np.ndarray]]:
         frame = getattr(sources, name)
         if frame is None or frame.empty:
             continue
-        dated = frame[frame[column].notna()]
-        hashes = pd.util.hash_pandas_object(dated, index=False).to_numpy()
-        order = np.argsort(dated[column].to_numpy(), kind="stable")
-        out[name] = (pd.Series(dated[column].to_numpy()[order]), np.cumsum(hashes[order], dtype="uint64"))
+        # no copy of the table (national rent is 20 million rows): hash it whole, then keep the dated rows
+        days = frame[column].to_numpy()
+        dated = ~pd.isna(days)
+        hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+        if not dated.all():
+            days, hashes = days[dated], hashes[dated]
+        order = np.argsort(days, kind="stable")
+        out[name] = (pd.Series(days[order]), np.cumsum(hashes[order], dtype="uint64"))
     return out
-
-
-def _frame_hash(frame: pd.DataFrame) -> str:
-    return hashlib.sha256(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes()).hexdigest()
 
 
 class WorkCache(EntryStore):
@@ -75,7 +73,6 @@ class WorkCache(EntryStore):
                          s.permits.coverage_tracts if s.permits else None]
         files = {str(p): sources.file_hashes.get(str(p)) for p in read_directly if p is not None}
         return {
-            "code": code_hash(), "libraries": library_versions(),
             # what shapes the entries: not the tiers, the promotion tolerance or the retraining policy
             "settings": settings.model_dump(mode="json", include={
                 "region": True, "sources": True, "features": True,
@@ -85,26 +82,22 @@ class WorkCache(EntryStore):
             "max_age": {k: str(v) for k, v in sources.max_age.items()},
         }
 
-    def known(self, day: date) -> list[object]:
-        """The fingerprint of every record known on ``day`` (what ``sources.known_at(day)`` holds)."""
+    def known(self, day: date, families: tuple[str, ...] | None = None) -> list[object]:
+        """The fingerprint of the records known on ``day`` (of ``families``, default all): what
+        ``sources.known_at(day, families)`` holds."""
         if self._fingerprints is None:  # once per run: the backtest and the production fit share this cache
             self._fingerprints = _fingerprints(self.sources)
         t = pd.Timestamp(day)
         out: list[object] = []
         for name, (days, sums) in self._fingerprints.items():
-            n = int(days.searchsorted(t, side="right"))
-            out.append([name, n, int(sums[n - 1]) if n else 0])
+            if families is None or name in families:
+                n = int(days.searchsorted(t, side="right"))
+                out.append([name, n, int(sums[n - 1]) if n else 0])
         return out
 
     def key(self, kind: str, *parts: object) -> str:
-        """A key over the run's code, settings and files and the given parts."""
-        text = json.dumps([self.static, kind, *parts], sort_keys=True, default=str)
-        return f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:32]}"
-
-    @staticmethod
-    def frame_key(frame: pd.DataFrame) -> str:
-        """A content hash of a frame (values and index), for keys over computed tables."""
-        return _frame_hash(frame)
+        """A key over the code, libraries, the run's settings and files, and the given parts."""
+        return super().key(kind, self.static, *parts)
 
 
 def work_cache(settings: Settings, sources: Sources) -> WorkCache | None:

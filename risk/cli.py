@@ -215,8 +215,8 @@ def backtest(ctx: click.Context, outcome: str | None, as_json: bool) -> None:
     settings = settings_of(ctx)
     with err.status("loading sources") as status:
         sources = load_sources(settings)
-        result = run_backtest(settings, sources, outcome, progress=lambda m: status.update(m),
-                              cache=work_cache(settings, sources))
+        cache = work_cache(settings, sources)
+        result = run_backtest(settings, sources, outcome, progress=lambda m: status.update(m), cache=cache)
         status.update("writing the report")
         folder = write_report(result, settings.paths.reports)
     if as_json:
@@ -251,6 +251,8 @@ def train(ctx: click.Context, outcome: str | None, as_of: date | None) -> None:
         write_report(result, settings.paths.reports)
         status.update("training the production model")
         trained = train_and_register(settings, sources, as_of, result, cache)
+        if cache:
+            cache.prune()
     verdict = "promoted to champion" if trained.promoted else "kept as challenger"
     out.print(f"model {trained.record.model_id}: {verdict} ({trained.reason})", highlight=False)
 

@@ -9,12 +9,14 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -23,6 +25,9 @@ from risk.errors import OutputError
 log = logging.getLogger(__name__)
 KEEP_DAYS = 56
 """An entry unused for eight weeks belongs to data that has since changed."""
+_ENTRY = re.compile(r"\.?[a-z]+(?:-[a-z]+)?-[0-9a-f]{32}(?:\..+)?")
+"""An entry's name (``kind-<hash>``) or its temporary folder's (``.kind-<hash>.<random>``)."""
+T = TypeVar("T")
 _LIBRARIES = ("lightgbm", "scikit-learn", "scipy", "numpy", "pandas", "pyarrow", "geopandas", "shapely")
 
 
@@ -63,6 +68,11 @@ def library_versions() -> dict[str, str]:
     return {name: version(name) for name in _LIBRARIES}
 
 
+def frame_hash(frame: pd.DataFrame) -> str:
+    """A content hash of a frame (values and index), for keys over computed tables."""
+    return hashlib.sha256(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes()).hexdigest()
+
+
 def write_frame(frame: pd.DataFrame, path: Path) -> None:
     """Parquet, with each dtype recorded beside it for :func:`read_frame`."""
     frame.to_parquet(path, index=True)
@@ -87,19 +97,22 @@ class EntryStore:
     """Folders of derived data, one per key, each written aside and renamed into place.
 
     An entry only saves time: one that cannot be read is logged, removed and recomputed, one that cannot be
-    written is logged and skipped. Entries unused for ``keep_days`` are pruned."""
+    written is logged and skipped. Entries unused for ``keep_days`` are pruned; nothing else in the folder is
+    touched, though it should hold nothing else."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.hits = 0
         self.misses = 0
 
-    def _path(self, key: str) -> Path:
-        return self.folder / key
+    def key(self, kind: str, *parts: object) -> str:
+        """``kind-<hash>`` of the package code, the library versions and the given JSON-able parts."""
+        text = json.dumps([code_hash(), library_versions(), kind, *parts], sort_keys=True, default=str)
+        return f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:32]}"
 
-    def get(self, key: str, read: Callable[[Path], object]) -> object | None:
+    def get(self, key: str, read: Callable[[Path], T]) -> T | None:
         """The entry's content as ``read`` makes it from the entry folder, or None (absent or unreadable)."""
-        path = self._path(key)
+        path = self.folder / key
         if not path.is_dir():
             self.misses += 1
             return None
@@ -110,15 +123,16 @@ class EntryStore:
             shutil.rmtree(path, ignore_errors=True)
             self.misses += 1
             return None
-        os.utime(path)  # used: keep it past the next prune
+        with contextlib.suppress(OSError):  # used: keep it past the next prune (a read-only cache still serves)
+            os.utime(path)
         self.hits += 1
         return value
 
     def put(self, key: str, write: Callable[[Path], None]) -> None:
         """Write an entry with ``write(folder)`` into a temporary folder and rename it into place.
 
-        A cache that cannot be written costs only time next week: it is logged, never raised."""
-        path = self._path(key)
+        An entry that cannot be written costs only time next week: it is logged, never raised."""
+        path = self.folder / key
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.folder))
@@ -128,44 +142,45 @@ class EntryStore:
         try:
             write(tmp)
             os.rename(tmp, path)
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001 - a full disk or an unwritable value must not fail the run
             if not path.is_dir():  # another run wrote the same entry first: theirs is as good
-                log.warning("cannot write work cache entry %s: %s", path, e.strerror or e)
+                log.warning("cannot write work cache entry %s: %s", path, getattr(e, "strerror", None) or e)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def frames(self, key: str, names: tuple[str, ...]) -> tuple[dict[str, pd.DataFrame], object] | None:
+    def frames(self, key: str) -> tuple[dict[str, pd.DataFrame], Any] | None:
         """Frames and the JSON note stored by :meth:`put_frames`, or None."""
-        def read(folder: Path) -> tuple[dict[str, pd.DataFrame], object]:
-            return ({n: read_frame(folder / f"{n}.parquet") for n in names},
-                    json.loads((folder / "note.json").read_text()))
+        def read(folder: Path) -> tuple[dict[str, pd.DataFrame], Any]:
+            stored = json.loads((folder / "note.json").read_text())
+            return {n: read_frame(folder / f"{n}.parquet") for n in stored["frames"]}, stored["note"]
 
-        return self.get(key, read)  # type: ignore[return-value]
+        return self.get(key, read)
 
-    def put_frames(self, key: str, frames: dict[str, pd.DataFrame], note: object = None) -> None:
+    def put_frames(self, key: str, frames: dict[str, pd.DataFrame], note: Any = None) -> None:
         """Store frames (Parquet, dtypes restored on reading) and a JSON-serialisable note."""
         def write(folder: Path) -> None:
             for name, frame in frames.items():
                 write_frame(frame, folder / f"{name}.parquet")
-            (folder / "note.json").write_text(json.dumps(note))
+            (folder / "note.json").write_text(json.dumps({"frames": sorted(frames), "note": note}))
 
         self.put(key, write)
 
-    def json(self, key: str) -> object | None:
-        """A JSON entry stored by :meth:`put_json`, or None."""
-        return self.get(key, lambda p: json.loads((p / "value.json").read_text()))
+    def _entries(self) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        return [p for p in self.folder.iterdir() if _ENTRY.fullmatch(p.name)]
 
-    def put_json(self, key: str, value: object) -> None:
-        """Store a JSON-serialisable value."""
-        self.put(key, lambda p: (p / "value.json").write_text(json.dumps(value)))
+    def drop_others(self, prefix: str, keep: str) -> None:
+        """Remove every entry whose key starts with ``prefix`` except ``keep`` (a superseded version)."""
+        for path in self._entries():
+            if path.name.startswith(prefix) and path.name != keep:
+                shutil.rmtree(path, ignore_errors=True)
 
     def prune(self, keep_days: int = KEEP_DAYS) -> int:
         """Remove entries (and abandoned temporary folders) unused for ``keep_days``; the number removed."""
-        if not self.folder.is_dir():
-            return 0
         cutoff = time.time() - keep_days * 86400
         removed = 0
-        for path in self.folder.iterdir():
+        for path in self._entries():
             try:
                 old = path.stat().st_mtime < cutoff
             except OSError:
@@ -174,5 +189,3 @@ class EntryStore:
                 shutil.rmtree(path, ignore_errors=True)
                 removed += 1
         return removed
-
-

@@ -386,17 +386,20 @@ def label_view(outcome: Outcome, sources: Sources, origin: Origin) -> Sources:
     return sources.known_at(origin.closes, outcome.reads)
 
 
+def origin_null_rate(outcome: Outcome, sources: Sources, origin: Origin, n_null: int, seed: int) -> float:
+    """One origin's null rate, from its own random stream: it does not depend on which origins came before."""
+    return outcome.null_rate(label_view(outcome, sources, origin), origin, np.random.default_rng([seed, origin.year]),
+                             n_null)
+
+
 def label_summary(outcome: Outcome, sources: Sources, n_null: int, seed: int,
                   origins: list[Origin] | None = None) -> list[OriginCounts]:
     """Counts and null rates for the given origins (default: every origin of the outcome)."""
     rows = []
     for origin in outcome.origins(sources) if origins is None else origins:
-        known = label_view(outcome, sources, origin)
-        lab = outcome.label(known, origin)
+        lab = outcome.label(label_view(outcome, sources, origin), origin)
         pos = int(lab["y"].sum())
-        # one stream per origin: an origin's null rate does not depend on which origins were simulated before it
-        rng = np.random.default_rng([seed, origin.year])
-        rows.append(OriginCounts(origin, pos, len(lab) - pos, outcome.null_rate(known, origin, rng, n_null)))
+        rows.append(OriginCounts(origin, pos, len(lab) - pos, origin_null_rate(outcome, sources, origin, n_null, seed)))
     return rows
 
 

@@ -144,6 +144,8 @@ def _champion(settings: Settings, sources: Sources, as_of: date) -> tuple[ModelR
     checkpoint("train.backtested")
     write_report(result, settings.paths.reports)
     trained = train_and_register(settings, sources, as_of, result, cache)
+    if cache:
+        cache.prune()
     usable = champion is not None and champion.metadata.get("features") == feature_names(settings.features.spatial_lags)
     if trained.promoted or not usable:
         registry.promote(trained.record.model_id)  # a champion that cannot score these features must go

@@ -15,9 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from sklearn.metrics import precision_recall_curve  # noqa: E402
 
 from risk.backtest import MODELS, Backtest  # noqa: E402
-from risk.cache import WorkCache  # noqa: E402
 from risk.errors import OutputError  # noqa: E402
-from risk.files import code_hash  # noqa: E402
+from risk.files import code_hash, frame_hash  # noqa: E402
 from risk.templating import environment  # noqa: E402
 
 KEY_FILE = ".content-key"
@@ -116,10 +115,10 @@ def write_report(bt: Backtest, reports: Path, templates: Path | None = None) -> 
     """Write ``reports/backtest-<outcome>/`` (report.md, report.html, PNGs, predictions.csv) atomically.
 
     A report whose text, predictions and code are those of the folder already there is left as it is: a
-    retraining week that changed no origin would otherwise redraw the same plots for every tract."""
+    retraining week that changed no origin would otherwise draw the same plots from every prediction again."""
     target = reports / f"backtest-{bt.outcome}"
     markdown, html = _markdown(bt), _html(bt, templates)
-    key = hashlib.sha256("\0".join([markdown, html, WorkCache.frame_key(bt.preds), code_hash()]).encode()).hexdigest()
+    key = hashlib.sha256("\0".join([markdown, html, frame_hash(bt.preds), code_hash()]).encode()).hexdigest()
     with contextlib.suppress(OSError):
         if (target / KEY_FILE).read_text() == key:
             return target

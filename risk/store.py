@@ -13,7 +13,6 @@ against.
 from __future__ import annotations
 
 import time
-from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd

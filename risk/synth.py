@@ -229,7 +229,7 @@ class _Simulation:
 
     def _published(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Per UDP column stem, tract x vintage values as each release publishes them (with sampling noise)."""
-        n, at = self.n, np.array([v.year - self.first for v in self.vintages])
+        at = np.array([v.year - self.first for v in self.vintages])
         k, shape = at + BURN_IN, (self.n, len(at))
         noise = np.where(at == 0, 0.01, 0.03)  # decennial long form against 5-year ACS
 

@@ -44,9 +44,9 @@ or the Dask engine's fit on a cluster)."""
 def _fit(panel: list[OriginData], features: list[str], seed: int, trainer: Trainer,
          cache: WorkCache | None) -> TrainedModel:
     """The trainer's model of these rows; reused when the same trainer already fitted the same rows."""
-    if not all(d.key for d in panel):
-        cache = None  # a panel built without the cache has no content keys to reuse a fit by
-    name = f"{getattr(trainer, '__module__', '')}.{getattr(trainer, '__qualname__', type(trainer).__name__)}"
+    name = f"{getattr(trainer, '__module__', '')}.{getattr(trainer, '__qualname__', '')}"
+    if not all(d.key for d in panel) or name.endswith(".") or "<" in name:
+        cache = None  # no content keys to reuse a fit by, or a trainer (partial, lambda) with no stable name
     key = cache.key("fit", name, [d.key for d in panel], features, seed) if cache else ""
     stored = cache.get(key, TrainedModel.load) if cache else None
     if stored is not None:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 from conftest import BUNDLED_CONFIG, ROOT, SHARED, SHARED_CONFIG, bundled_config_copy, needs_shared
 
 from risk.features import build_features

@@ -52,7 +52,7 @@ def test_a_second_backtest_on_the_same_inputs_recomputes_nothing_and_reports_the
         pd.testing.assert_frame_equal(a.labels, b.labels)
 
 
-def test_a_revision_reaches_exactly_the_origins_that_knew_the_revised_records(
+def test_a_revision_reaches_exactly_the_features_and_labels_that_knew_the_revised_records(
         warm: tuple[Path, Backtest], bundled_settings: Settings, bundled_sources: Sources) -> None:
     folder, first = warm
     revised = _revised(bundled_sources, 2012)
@@ -60,11 +60,14 @@ def test_a_revision_reaches_exactly_the_origins_that_knew_the_revised_records(
     cache = WorkCache(folder, bundled_settings, revised)
     panel = build_panel(outcome_for("eviction_surge", bundled_settings), revised, bundled_settings, cache=cache)
     for new, old in zip(panel, first.panel, strict=True):
-        knew = pd.Timestamp(new.origin.closes) >= known_from  # features or labels read the 2012 counts
-        assert (new.key != old.key) == knew, new.origin
-    assert cache.hits == sum(pd.Timestamp(d.origin.closes) < known_from for d in panel) > 0
+        features_new, labels_new = new.key.split("/")
+        features_old, labels_old = old.key.split("/")
+        assert (features_new != features_old) == (pd.Timestamp(new.origin.as_of) >= known_from), new.origin
+        assert (labels_new != labels_old) == (pd.Timestamp(new.origin.closes) >= known_from), new.origin
+    assert any(pd.Timestamp(d.origin.as_of) < known_from <= pd.Timestamp(d.origin.closes) for d in panel)
     rebuilt = build_panel(outcome_for("eviction_surge", bundled_settings), revised, bundled_settings)
     for cached, fresh in zip(panel, rebuilt, strict=True):
+        pd.testing.assert_frame_equal(cached.X, fresh.X)
         pd.testing.assert_frame_equal(cached.labels, fresh.labels)
 
 
@@ -115,15 +118,19 @@ def test_a_reused_production_fit_registers_the_same_model_file(tmp_path: Path, w
     assert files[0] == files[1]
 
 
-def test_entries_unused_for_eight_weeks_are_pruned(tmp_path: Path, bundled_settings: Settings,
-                                                   bundled_sources: Sources) -> None:
+def test_entries_unused_for_eight_weeks_are_pruned_and_nothing_else_in_the_folder(
+        tmp_path: Path, bundled_settings: Settings, bundled_sources: Sources) -> None:
     cache = WorkCache(tmp_path, bundled_settings, bundled_sources)
-    cache.put_json("old", 1)
-    cache.put_json("recent", 2)
-    stale = (tmp_path / "old").stat().st_mtime - (KEEP_DAYS + 1) * 86400
-    os.utime(tmp_path / "old", (stale, stale))
+    old, recent = cache.key("null", "old"), cache.key("null", "recent")
+    cache.put_frames(old, {}, 1)
+    cache.put_frames(recent, {}, 2)
+    (tmp_path / "notes").mkdir()  # not an entry: a user's folder must survive a misconfigured paths.cache
+    stale = (tmp_path / old).stat().st_mtime - (KEEP_DAYS + 1) * 86400
+    for path in (tmp_path / old, tmp_path / "notes"):
+        os.utime(path, (stale, stale))
     assert cache.prune() == 1
-    assert cache.json("old") is None and cache.json("recent") == 2
+    assert cache.frames(old) is None and cache.frames(recent) == ({}, 2)
+    assert (tmp_path / "notes").is_dir()
 
 
 def test_keys_ignore_settings_that_cannot_change_an_entry_and_follow_those_that_can(
@@ -139,8 +146,8 @@ def test_keys_ignore_settings_that_cannot_change_an_entry_and_follow_those_that_
     assert key(null_simulations=bundled_settings.model.null_simulations + 1) != same
 
 
-def _entries(folder: Path, family: str) -> int:
-    return sum(1 for p in folder.iterdir() if p.name.startswith(f"source-{family}-"))
+def _entries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("source-"))
 
 
 def test_unchanged_files_are_read_back_with_the_same_tables_and_warnings_and_a_changed_file_alone_is_parsed(
@@ -160,11 +167,13 @@ def test_unchanged_files_are_read_back_with_the_same_tables_and_warnings_and_a_c
         pd.testing.assert_frame_equal(getattr(again, name), getattr(fresh, name))
     assert (again.permit_files, again.permit_coverage, again.warnings) == \
         (fresh.permit_files, fresh.permit_coverage, fresh.warnings)
-    cache = settings.paths.cache
-    assert [_entries(cache, f) for f in ("demographics", "evictions", "permits")] == [1, 1, 1]
+    before = _entries(settings.paths.cache)
+    assert sorted(name.split("-")[1] for name in before) == ["demographics", "evictions", "permits", "rent"]
     evictions.write_bytes(gzip.compress(gzip.decompress(evictions.read_bytes()), mtime=1))  # new bytes, same rows
     load_sources(settings, reuse=True)
-    assert [_entries(cache, f) for f in ("demographics", "evictions", "permits")] == [1, 2, 1]
+    after = _entries(settings.paths.cache)
+    assert [n for n in before if n not in after] == [n for n in before if "-evictions-" in n]  # superseded
+    assert len(after) == 4
 
 
 def test_a_family_with_errors_is_never_stored_and_a_day_before_its_latest_date_checks_it_again(
@@ -175,8 +184,8 @@ def test_a_family_with_errors_is_never_stored_and_a_day_before_its_latest_date_c
     store = EntryStore(settings.paths.cache)
     _, problems = collect(settings, date(2015, 6, 1), store)  # the sample runs to 2018: future years are errors
     assert any(p.family == "evictions" and p.severity == "error" for p in problems)
-    assert _entries(settings.paths.cache, "evictions") == 0
+    assert not [n for n in _entries(settings.paths.cache) if "-evictions-" in n]
     collect(settings, date(2026, 11, 1), store)
-    assert _entries(settings.paths.cache, "evictions") == 1
+    assert len([n for n in _entries(settings.paths.cache) if "-evictions-" in n]) == 1
     _, again = collect(settings, date(2015, 6, 1), store)  # a stored clean family, read on an earlier day
     assert [str(p) for p in again if p.family == "evictions"] == [str(p) for p in problems if p.family == "evictions"]

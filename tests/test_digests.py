@@ -176,3 +176,25 @@ def test_the_shared_header_policy_still_refuses_cr_and_lf() -> None:
     assert first["Subject"] is second["Subject"]  # parsed once, shared
     copied = pickle.loads(pickle.dumps(first))  # as the default policy's messages do
     assert copied.as_bytes() == first.as_bytes()
+
+
+def test_the_area_map_fills_each_flagged_tract_with_its_tier_colour(bundled_sources: Sources) -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from risk.messages import TIER_COLOURS, area_map
+
+    tracts = bundled_sources.tracts
+    biggest = tracts.geometry.to_crs(3857).area.sort_values().index[-2:]  # big enough to show at e-mail size
+    png = area_map(tracts, set(tracts.index), {biggest[0]: "high", biggest[1]: "elevated"})
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3).astype(int)
+
+    def share(colour: str) -> float:
+        rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+        return float((np.abs(pixels - rgb).sum(axis=1) < 12).mean())
+
+    assert share(TIER_COLOURS["high"]) > 0.005 and share(TIER_COLOURS["elevated"]) > 0.005
+    assert share(TIER_COLOURS["watch"]) == 0
+    assert share("#f2f2f2") > 0.1  # the other tracts, unflagged

@@ -25,7 +25,6 @@ from risk.lock import RunLock, host_identity
 from risk.pipeline import retrain_reason, run
 from risk.registry import ModelRecord
 from risk.settings import load_settings
-from risk.sources import load_sources
 from risk.store import engine_for, locks
 
 AS_OF = date(2018, 3, 5)

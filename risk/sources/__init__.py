@@ -97,16 +97,7 @@ def _compact(demographics: pd.DataFrame) -> pd.DataFrame:
 
 def input_files(settings: Settings) -> list[Path]:
     """Every input file the configuration names."""
-    s = settings.sources
-    files = [s.boundaries.path]
-    files += [s.demographics.path] if s.demographics.path else []
-    files += [t.path for t in s.demographics.tables]
-    files += [s.evictions.path] if s.evictions else []
-    files += [p for p in (s.rent.path, s.rent.rent_path, s.rent.crosswalk) if p]
-    if s.permits:
-        files += [f.path for f in s.permits.files]
-        files += [s.permits.coverage_tracts] if s.permits.coverage_tracts else []
-    return files
+    return [settings.sources.boundaries.path, *(p for files in _family_files(settings).values() for p in files)]
 
 
 def _family_files(settings: Settings) -> dict[str, list[Path]]:
@@ -135,15 +126,16 @@ def collect(settings: Settings, today: date | None = None, store: EntryStore | N
     known = tracts.index
     files = _family_files(settings)
 
-    def load(family: str, fn: Callable[[], T], section: object) -> T:
-        if store is None:
-            return fn()
+    stored = None
+    if store is not None:
         from risk.sources._stored import StoredFamilies
 
         base = {"region": region.model_dump(mode="json"), "encoding": enc, "boundaries": hashes[str(s.boundaries.path)],
                 "boundary_settings": s.boundaries.model_dump(mode="json")}
         stored = StoredFamilies(store, base, hashes, today or date.today())
-        return stored.load(family, files[family], section, logs[family], fn)
+
+    def load(family: str, fn: Callable[[], T], section: object) -> T:
+        return fn() if stored is None else stored.load(family, files[family], section, logs[family], fn)
 
     def dump(section: object) -> object:
         return section.model_dump(mode="json") if section is not None else None  # type: ignore[attr-defined]

@@ -15,8 +15,6 @@ stays clean on any day after the latest date its checks compared
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -26,7 +24,7 @@ from typing import Any, Generic, TypeVar
 import pandas as pd
 
 from risk.errors import Problem
-from risk.files import EntryStore, code_hash, library_versions, read_frame, write_frame
+from risk.files import EntryStore
 from risk.sources._tables import ProblemLog
 from risk.sources.evictions import Evictions
 from risk.sources.permits import PermitFileInfo, Permits
@@ -84,19 +82,17 @@ class StoredFamilies:
 
     def __init__(self, store: EntryStore, base: dict[str, object], hashes: dict[str, str], today: date) -> None:
         self.store = store
-        self.base = {**base, "code": code_hash(), "libraries": library_versions()}
+        self.base = base
         self.hashes = hashes
         self.today = pd.Timestamp(today)
 
     def load(self, family: str, files: list[Path], settings: object, log: ProblemLog, load: Callable[[], T]) -> T:
         """The family's value from the store when its inputs are unchanged and today is past its latest date."""
         codec = CODECS[family]()
-        text = json.dumps([self.base, family, settings, [self.hashes.get(str(p)) for p in files]],
-                          sort_keys=True, default=str)
-        key = f"source-{family}-{hashlib.sha256(text.encode()).hexdigest()[:32]}"
-        stored = self.store.get(key, _read)
+        key = self.store.key(f"source-{family}", self.base, settings, [self.hashes.get(str(p)) for p in files])
+        stored = self.store.frames(key)
         if stored is not None:
-            frames, note = stored  # type: ignore[misc]
+            frames, note = stored
             latest = pd.Timestamp(note["latest"]) if note["latest"] else None
             if latest is None or latest <= self.today:
                 log.items.extend(Problem(**p) for p in note["problems"])
@@ -105,18 +101,8 @@ class StoredFamilies:
         value = load()
         if not log.has_errors:
             frames, value_note = codec.pack(value)
-            note = {"value": value_note, "frames": sorted(frames), "problems": [dataclasses.asdict(p) for p in log.items],
-                    "latest": log.latest.isoformat() if log.latest is not None else None}
-            self.store.put(key, lambda folder: _write(folder, frames, note))
+            self.store.put_frames(key, frames, {
+                "value": value_note, "problems": [dataclasses.asdict(p) for p in log.items],
+                "latest": log.latest.isoformat() if log.latest is not None else None})
+            self.store.drop_others(f"source-{family}-", key)  # last week's version of this family is superseded
         return value
-
-
-def _write(folder: Path, frames: dict[str, pd.DataFrame], note: dict[str, Any]) -> None:
-    for name, frame in frames.items():
-        write_frame(frame, folder / f"{name}.parquet")
-    (folder / "note.json").write_text(json.dumps(note))
-
-
-def _read(folder: Path) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    note = json.loads((folder / "note.json").read_text())
-    return {name: read_frame(folder / f"{name}.parquet") for name in note["frames"]}, note

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import geopandas as gpd
 import numpy as np
-import pandas as pd
 from pyogrio.errors import DataSourceError, DataLayerError
 
 from risk.settings import BoundariesSource, RegionSettings
