@@ -50,7 +50,9 @@ class OriginData:
     X: pd.DataFrame
     labels: pd.DataFrame
     key: str = ""
-    """The work-cache key of this origin's inputs (empty without a cache)."""
+    """The work-cache key of this origin's features and labels (empty without a cache)."""
+    label_key: str = ""
+    """The work-cache key of its labels alone (what its null worlds read)."""
 
 
 def build_panel(outcome: Outcome, sources: Sources, settings: Settings, progress: Progress | None = None,
@@ -64,12 +66,14 @@ def build_panel(outcome: Outcome, sources: Sources, settings: Settings, progress
         if progress:
             progress(f"features and labels for origin {origin.year}")
         # features and labels are keyed apart: a record revised after as_of reaches the labels only
-        labels, label_key = _cached(cache, ("labels", outcome.name, origin, cache.known(origin.closes, outcome.reads))
-                                    if cache else None, lambda: outcome.label(label_view(outcome, sources, origin),
-                                                                              origin))
-        X, feature_key = _cached(cache, ("features", origin.as_of, cache.known(origin.as_of)) if cache else None,
-                                 lambda: build_features(sources, origin.as_of, settings.features)[names])
-        panel.append(OriginData(origin, X.loc[labels.index], labels, f"{feature_key}/{label_key}" if cache else ""))
+        label_parts = ("labels", outcome.name, origin, cache.known(origin.closes, outcome.reads)) if cache else None
+        labels, label_key = _cached(cache, label_parts,
+                                    lambda: outcome.label(label_view(outcome, sources, origin), origin))  # noqa: B023
+        feature_parts = ("features", origin.as_of, cache.known(origin.as_of)) if cache else None
+        X, feature_key = _cached(cache, feature_parts,
+                                 lambda: build_features(sources, origin.as_of, settings.features)[names])  # noqa: B023
+        key = f"{feature_key}/{label_key}" if cache else ""
+        panel.append(OriginData(origin, X.loc[labels.index], labels, key, label_key))
     return panel
 
 
@@ -316,7 +320,7 @@ def label_summary_for(outcome: Outcome, sources: Sources, tests: list[OriginData
     """Null-check counts of the test origins only (simulating the others would be wasted work)."""
     rows = []
     for test in tests:
-        key = cache.key("null", test.key.split("/")[-1]) if cache else ""  # the label key: what null worlds read
+        key = cache.key("null", test.label_key) if cache else ""
         stored = cache.frames(key) if cache else None
         if stored is not None:
             null = float(stored[1])
