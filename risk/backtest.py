@@ -325,7 +325,8 @@ def label_summary_for(outcome: Outcome, sources: Sources, tests: list[OriginData
         if stored is not None:
             null = float(stored[1])
         else:
-            null = origin_null_rate(outcome, sources, test.origin, settings.model.null_simulations, settings.model.seed)
+            null = origin_null_rate(outcome, label_view(outcome, sources, test.origin), test.origin,
+                                    settings.model.null_simulations, settings.model.seed)
             if cache:
                 cache.put_frames(key, {}, null)
         positives = int(test.labels["y"].sum())

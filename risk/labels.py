@@ -386,10 +386,10 @@ def label_view(outcome: Outcome, sources: Sources, origin: Origin) -> Sources:
     return sources.known_at(origin.closes, outcome.reads)
 
 
-def origin_null_rate(outcome: Outcome, sources: Sources, origin: Origin, n_null: int, seed: int) -> float:
-    """One origin's null rate, from its own random stream: it does not depend on which origins came before."""
-    return outcome.null_rate(label_view(outcome, sources, origin), origin, np.random.default_rng([seed, origin.year]),
-                             n_null)
+def origin_null_rate(outcome: Outcome, view: Sources, origin: Origin, n_null: int, seed: int) -> float:
+    """One origin's null rate on its :func:`label_view`, from its own random stream: it does not depend on which
+    origins came before."""
+    return outcome.null_rate(view, origin, np.random.default_rng([seed, origin.year]), n_null)
 
 
 def label_summary(outcome: Outcome, sources: Sources, n_null: int, seed: int,
@@ -397,9 +397,10 @@ def label_summary(outcome: Outcome, sources: Sources, n_null: int, seed: int,
     """Counts and null rates for the given origins (default: every origin of the outcome)."""
     rows = []
     for origin in outcome.origins(sources) if origins is None else origins:
-        lab = outcome.label(label_view(outcome, sources, origin), origin)
+        view = label_view(outcome, sources, origin)  # one copy of the tables for the label and its null worlds
+        lab = outcome.label(view, origin)
         pos = int(lab["y"].sum())
-        rows.append(OriginCounts(origin, pos, len(lab) - pos, origin_null_rate(outcome, sources, origin, n_null, seed)))
+        rows.append(OriginCounts(origin, pos, len(lab) - pos, origin_null_rate(outcome, view, origin, n_null, seed)))
     return rows
 
 
