@@ -1,13 +1,18 @@
 """Per-stage wall time and peak memory of the weekly run, against LightGBM's own floor.
 
 Cases: the bundled King County sample and synthetic worlds written by `risk synth` (20 years by default).
-Every repetition starts on a fresh state folder with two weekly runs, each in a fresh process:
+Every repetition starts on a fresh state folder with weekly runs a week apart, each in a fresh process and
+each retraining (the retrain policy set to every week):
 
 - the first run of a new installation, which backtests, trains, scores, explains, renders and delivers to the
-  file outbox with nothing to reuse;
-- a retraining week a week later (the retrain policy set to every week), on the same files: no closed origin's
-  inputs changed, which is what most retraining weeks look like (new rent months and permits arrive after every
-  closed outcome window), so the backtest and the production fit come from the work cache (`paths.cache`).
+  file outbox with nothing to reuse; in a synthetic world it runs without the eviction file's newest year;
+- synthetic worlds only: the week that newest year arrives. It closes a new outcome window, so the backtest
+  gains a test origin and the production model is refitted on one more origin; everything else comes from the
+  work cache (`paths.cache`). (The King County sample's newest year cannot be held back: without it the
+  eviction counts are stale at the run date and the run stops, as it should.)
+- a retraining week on the same files: no closed origin's inputs changed, which is what most retraining weeks
+  look like (new rent months and permits arrive after every closed outcome window), so the backtest and the
+  production fit come from the work cache.
 
 Peak memory is the process's resident set size, sampled every 20 ms (psutil) and kept per stage.
 
@@ -181,14 +186,36 @@ def _child(case: str, config: Path, as_of: str | None, floor: bool) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _measure(case: str, years: int, data: Path, weeks: int) -> list[dict]:
-    """The first run and, with ``weeks`` 2, the retraining week after it, on one fresh state folder."""
+def _withheld(config: Path, state: Path) -> Path:
+    """A copy of ``config`` whose eviction file (written into ``state``) lacks its newest year."""
+    import csv
+
+    import yaml
+
+    data = yaml.safe_load(config.read_text())
+    source = (config.parent / data["sources"]["evictions"]["path"]).resolve()
+    with source.open(newline="") as f:
+        lines = f.readlines()
+    year = next(csv.reader(lines[:1])).index("year")
+    years = [int(row[year]) for row in csv.reader(lines[1:])]
+    newest = max(years)
+    copy = state / f"evictions-to-{newest - 1}.csv"
+    copy.write_text(lines[0] + "".join(line for line, y in zip(lines[1:], years, strict=True) if y != newest))
+    data["sources"]["evictions"]["path"] = str(copy)
+    out = config.with_name(f"{config.stem}-withheld.yaml")  # beside it: the other paths are relative to it
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+def _measure(case: str, years: int, data: Path, first_only: bool) -> dict[str, dict]:
+    """The first run and the weeks after it (module docstring), on one fresh state folder."""
     from datetime import date, timedelta
 
     world, as_of = _world(case, years, data)
     state = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     config = _fresh_config(world, state)
-    if as_of is None and weeks == 2:  # the newest date the data supports is the second week's; start a week earlier
+    refit = as_of is not None and not first_only
+    if as_of is None and not first_only:  # the newest date the data supports is the last week's; start before it
         from risk.freshness import required_sources
         from risk.pipeline import default_as_of
         from risk.settings import load_settings
@@ -197,15 +224,24 @@ def _measure(case: str, years: int, data: Path, weeks: int) -> list[dict]:
         settings = load_settings(config)
         newest = default_as_of(load_sources(settings), required_sources(settings))
         as_of = (newest - timedelta(days=7)).isoformat()
+
+    def week(n: int, first: dict) -> str:
+        return (date.fromisoformat(first["as_of"]) + timedelta(days=7 * n)).isoformat()
+
+    def same_floor(run: dict, of: dict) -> dict:
+        return {**run, **{k: v for k, v in of.items() if k.startswith("floor") or k in ("training_rows", "trees")}}
+
     try:
-        runs = [_child(case, config, as_of, floor=True)]
-        if weeks == 2:
-            later = (date.fromisoformat(runs[0]["as_of"]) + timedelta(days=7)).isoformat()
-            runs.append({**_child(case, config, later, floor=False),
-                         **{k: v for k, v in runs[0].items() if k.startswith("floor") or k in ("training_rows", "trees")}})
+        runs = {"first": _child(case, _withheld(config, state) if refit else config, as_of, floor=True)}
+        if refit:
+            runs["refit"] = _child(case, config, week(1, runs["first"]), floor=True)
+        if not first_only:
+            floor_of = runs.get("refit", runs["first"])
+            runs["steady"] = same_floor(_child(case, config, week(len(runs), runs["first"]), floor=False), floor_of)
         return runs
     finally:
         shutil.rmtree(state, ignore_errors=True)
+        config.with_name(f"{config.stem}-withheld.yaml").unlink(missing_ok=True)
         if config.parent != state:
             config.unlink(missing_ok=True)
 
@@ -240,7 +276,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--years", type=int, default=20)
     parser.add_argument("--data", type=Path, default=Path(os.path.expanduser("~/.cache/risk-bench")))
-    parser.add_argument("--first-only", action="store_true", help="Measure only the first run (no second week).")
+    parser.add_argument("--first-only", action="store_true", help="Measure only the first run, on the full files.")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--as-of", help=argparse.SUPPRESS)
     parser.add_argument("--no-floor", action="store_true", help=argparse.SUPPRESS)
@@ -249,15 +285,18 @@ def main() -> None:
         child(args.child, args.as_of, floor=not args.no_floor)
         return
     print(f"{os.cpu_count()} CPUs; {args.repeat} repetition(s) per case", flush=True)
+    titles = {"first": "first run (nothing to reuse)",
+              "refit": "the week the newest eviction year arrives (a new origin closes: backtest and model refitted)",
+              "steady": "a retraining week on the same files (one week later)"}
     for case in args.cases.split(","):
-        weeks: list[list[dict]] = [[], []]
+        weeks: dict[str, list[dict]] = {name: [] for name in titles}
         for i in range(args.repeat):
-            for week, run in enumerate(_measure(case.strip(), args.years, args.data, 1 if args.first_only else 2)):
-                weeks[week].append(run)
-                print(f"{case} repetition {i + 1}, week {week + 1}: {run['wall']:.1f} s", flush=True)
-        _report(case.strip(), weeks[0], "first run (nothing to reuse)")
-        if weeks[1]:
-            _report(case.strip(), weeks[1], "retraining week after it (same files, one week later)")
+            for name, run in _measure(case.strip(), args.years, args.data, args.first_only).items():
+                weeks[name].append(run)
+                print(f"{case} repetition {i + 1}, {name}: {run['wall']:.1f} s", flush=True)
+        for name, title in titles.items():
+            if weeks[name]:
+                _report(case.strip(), weeks[name], title)
 
 
 if __name__ == "__main__":

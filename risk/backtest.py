@@ -157,13 +157,15 @@ def _predict_origin(test: OriginData, train_set: list[OriginData], sources: Sour
     out = pd.DataFrame({"origin": test.origin.year, "as_of": test.origin.as_of, "closes": test.origin.closes,
                         "geoid": test.labels.index, "y": test.labels["y"].to_numpy()})
     out["lightgbm"] = model.predict(test.X)
-    X_train = pd.concat([d.X[features] for d in train_set])
     y_train = np.concatenate([d.labels["y"].to_numpy() for d in train_set])
     # LightGBM's prior is this same logistic regression, fitted on these same rows: fitting it again costs a
     # minute per test origin at national scale
     logistic = model.prior if model.prior is not None and model.prior.columns else None
-    out["logistic"] = (expit(logistic(test.X[features])) if logistic is not None
-                       else predict_logistic(fit_logistic(X_train, y_train, settings.model.seed), test.X[features]))
+    if logistic is not None:
+        out["logistic"] = expit(logistic(test.X[features]))
+    else:
+        X_train = pd.concat([d.X[features] for d in train_set])
+        out["logistic"] = predict_logistic(fit_logistic(X_train, y_train, settings.model.seed), test.X[features])
     for name, fn in ranks.items():
         score = _rank_scores(fn, sources, test)
         if score is None or score.isna().all():

@@ -8,8 +8,9 @@ that hashes everything it was computed from:
 - the code (every module of this package), the library versions, and the
   settings that shape it (region, sources, features, and the outcome, seed
   and resampling settings of the model section);
-- the files read outside the validated tables (the demographics database
-  the typology reads, the boundaries, the permit coverage list);
+- the content of the files read outside the validated tables (the
+  demographics database the typology reads, the boundaries, the permit
+  coverage list), never a file's name;
 - for each table of :class:`~risk.sources.Sources`, a fingerprint of the
   records known at a date: the sum of the row hashes of every record dated
   on or before it. Features at ``as_of`` read only ``sources.known_at(as_of)``
@@ -25,6 +26,7 @@ an unreadable entry is logged, removed and recomputed. Entries not used for
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -33,7 +35,7 @@ import pandas as pd
 
 from risk.files import KEEP_DAYS, EntryStore
 from risk.settings import Settings
-from risk.sources import Sources
+from risk.sources import Sources, input_files
 
 __all__ = ["KEEP_DAYS", "WorkCache", "work_cache"]
 _DATED = (("demographics", "released"), ("evictions", "available"), ("rent", "available"), ("permits", "issued"))
@@ -57,6 +59,15 @@ def _fingerprints(sources: Sources) -> dict[str, tuple[pd.Series, np.ndarray]]:
     return out
 
 
+def _renamed(value: object, names: dict[str, str]) -> object:
+    """``value`` (JSON) with every string that is a key of ``names`` replaced by its value."""
+    if isinstance(value, dict):
+        return {k: _renamed(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_renamed(v, names) for v in value]
+    return names.get(value, value) if isinstance(value, str) else value
+
+
 class WorkCache(EntryStore):
     """Entries of reusable work in one folder, with keys for one run's sources and settings."""
 
@@ -69,15 +80,20 @@ class WorkCache(EntryStore):
     @staticmethod
     def _static(settings: Settings, sources: Sources) -> dict[str, object]:
         s = settings.sources
-        read_directly = [s.boundaries.path, s.demographics.path, *(t.path for t in s.demographics.tables),
-                         s.permits.coverage_tracts if s.permits else None]
-        files = {str(p): sources.file_hashes.get(str(p)) for p in read_directly if p is not None}
+        read_directly = {str(p) for p in (s.boundaries.path, s.demographics.path,
+                                          *(t.path for t in s.demographics.tables),
+                                          s.permits.coverage_tracts if s.permits else None) if p is not None}
+        # a file's name is not what was computed from it: a file read directly counts by its content, and a
+        # table file not at all (the fingerprints of its records do), so a renamed or moved file, or next
+        # year's eviction file under a new name, leaves every entry its records did not change
+        names = {str(p): f"sha256:{sources.file_hashes.get(str(p))}" if str(p) in read_directly else "table"
+                 for p in input_files(settings)}
         return {
             # what shapes the entries: not the tiers, the promotion tolerance or the retraining policy
-            "settings": settings.model_dump(mode="json", include={
+            "settings": _renamed(settings.model_dump(mode="json", include={
                 "region": True, "sources": True, "features": True,
-                "model": {"eviction_surge", "low_income_loss", "seed", "null_simulations", "bootstrap"}}),
-            "files": files, "permit_files": [repr(f) for f in sources.permit_files],
+                "model": {"eviction_surge", "low_income_loss", "seed", "null_simulations", "bootstrap"}}), names),
+            "permit_files": [repr(replace(f, file=names.get(f.file, f.file))) for f in sources.permit_files],
             "coverage": sorted(sources.permit_coverage) if sources.permit_coverage is not None else None,
             "max_age": {k: str(v) for k, v in sources.max_age.items()},
         }

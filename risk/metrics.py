@@ -7,9 +7,11 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 
@@ -68,58 +70,93 @@ def calibration_table(frame: pd.DataFrame, model: str, bins: int = 10) -> pd.Dat
 
 
 _BLOCK_CELLS = 10_000_000
-"""Replicates x rows computed together (each such float array is 80 MB): few rows, many replicates at once."""
+"""Tracts (or positive groups) x replicates computed together: each such float array is 80 MB."""
 
 
-def _ranked(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows with a score, best first, and the last position of each group of tied scores."""
+@dataclass(frozen=True)
+class _Ranking:
+    """One model's ranking reduced to what a replicate's average precision needs.
+
+    Only tie groups holding a positive add to average precision, so every scored row is filed under the first
+    such group at or below it: ``rows`` counts each tract's rows per filing, ``positives`` its positive rows
+    per group. A replicate's copies per tract then give, by two sparse products, the weight gained by each
+    group and the true positives it adds.
+    """
+
+    rows: sparse.csr_matrix
+    positives: sparse.csr_matrix
+    scored: np.ndarray
+    """Scored rows per tract (a replicate with no negative among them has no average precision)."""
+
+
+def _ranking(tract: np.ndarray, n_tracts: int, y: np.ndarray, p: np.ndarray) -> _Ranking:
     rows = np.flatnonzero(~np.isnan(p))
     order = rows[np.argsort(-p[rows], kind="mergesort")]
     s = p[order]
-    ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
-    return order, y[order].astype("float64"), ends
+    group = np.zeros(len(s), dtype=int)  # tie group of each ranked row
+    group[1:] = np.cumsum(s[1:] != s[:-1])
+    hit = y[order] == 1
+    groups = np.unique(group[hit])
+    filing = np.searchsorted(groups, group)  # the first positive group at or below each row
+    kept = filing < len(groups)  # rows below the last positive add nothing
+
+    def counts(select: np.ndarray) -> sparse.csr_matrix:
+        return sparse.csr_matrix((np.ones(int(select.sum())), (filing[select], tract[order][select])),
+                                 shape=(len(groups), n_tracts))
+
+    return _Ranking(counts(kept), counts(hit), np.bincount(tract[rows], minlength=n_tracts).astype("float64"))
 
 
-def _weighted_ap(weights: np.ndarray, y: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Average precision of each row of ``weights`` (copies of each ranked row), as scikit-learn computes it
+def _replicate_ap(ranking: _Ranking, copies: np.ndarray) -> np.ndarray:
+    """Average precision of each replicate (columns of ``copies``: copies per tract), as scikit-learn computes it
     on the resampled rows; NaN where the replicate has no positive or no negative."""
-    tp = np.cumsum(weights * y, axis=1)[:, ends]
-    fp = np.cumsum(weights, axis=1)[:, ends] - tp
-    total = tp[:, -1]
+    gained = np.cumsum(ranking.rows @ copies, axis=0)  # rows down to each positive group
+    added = ranking.positives @ copies  # true positives each positive group adds
+    tp = np.cumsum(added, axis=0)
+    if not len(tp):
+        return np.full(copies.shape[1], np.nan)
+    total = tp[-1]
     with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
-        ap = (np.diff(tp, axis=1, prepend=0.0) * precision).sum(axis=1) / total
-    return np.where((total > 0) & (fp[:, -1] > 0), ap, np.nan)
+        precision = np.where(gained > 0, tp / gained, 0.0)
+        ap = (added * precision).sum(axis=0) / total
+    return np.where((total > 0) & (ranking.scored @ copies > total), ap, np.nan)
 
 
-def bootstrap(frame: pd.DataFrame, models: list[str], n: int, seed: int, reference: str,
-              against: str) -> tuple[dict[str, tuple[float, float]], tuple[float, float]]:
-    """95% intervals of each model's pooled PR-AUC and of the PR-AUC ratio reference/against.
+def replicate_aps(frame: pd.DataFrame, models: list[str], n: int, seed: int
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Each model's pooled PR-AUC in ``n`` tract-cluster resamples, and which resamples hold both classes.
 
-    Whole tracts are resampled (all their origins together), because a tract's
-    rows across origins are not independent. A resample is a count of copies
-    per tract, so each model's rows are ranked once and every replicate's
-    average precision is a weighted cumulative sum (the same figure as
-    scikit-learn's on the copied rows, in a fraction of the time).
+    Whole tracts are resampled (all their origins together), because a tract's rows across origins are not
+    independent. A resample is a count of copies per tract; its average precision is the same figure as
+    scikit-learn's on the copied rows, computed from per-tract sums instead of the copied rows.
     """
     rng = np.random.default_rng(seed)
     geoids = frame["geoid"].unique()
     tract = pd.Index(geoids).get_indexer(frame["geoid"])
     y_all = frame["y"].to_numpy(dtype=int)
-    ranked = {m: _ranked(y_all, frame[m].to_numpy(dtype="float64")) for m in models}
+    rankings = {m: _ranking(tract, len(geoids), y_all, frame[m].to_numpy(dtype="float64")) for m in models}
+    per_tract = np.bincount(tract, minlength=len(geoids)).astype("float64")
+    positive_per_tract = np.bincount(tract, weights=y_all, minlength=len(geoids))
     aps = {m: np.full(n, np.nan) for m in models}
     usable = np.zeros(n, dtype=bool)
-    block = max(1, _BLOCK_CELLS // max(1, len(frame)))
+    largest = max([len(geoids), *(r.rows.shape[0] for r in rankings.values())])
+    block = max(1, _BLOCK_CELLS // max(1, largest))
     for lo in range(0, n, block):
         size = min(block, n - lo)
-        counts = np.stack([np.bincount(rng.choice(len(geoids), size=len(geoids), replace=True),
-                                       minlength=len(geoids)) for _ in range(size)])
-        copies = counts[:, tract].astype("float64")  # replicates x rows
-        positives = copies @ y_all
-        usable[lo:lo + size] = (positives > 0) & (positives < copies.sum(axis=1))
-        for m, (order, y, ends) in ranked.items():
-            if len(order):
-                aps[m][lo:lo + size] = _weighted_ap(copies[:, order], y, ends)
+        copies = np.stack([np.bincount(rng.choice(len(geoids), size=len(geoids), replace=True),
+                                       minlength=len(geoids)) for _ in range(size)], axis=1).astype("float64")
+        positives = positive_per_tract @ copies
+        usable[lo:lo + size] = (positives > 0) & (positives < per_tract @ copies)
+        for m, ranking in rankings.items():
+            aps[m][lo:lo + size] = _replicate_ap(ranking, copies)
+    return aps, usable
+
+
+def bootstrap(frame: pd.DataFrame, models: list[str], n: int, seed: int, reference: str,
+              against: str) -> tuple[dict[str, tuple[float, float]], tuple[float, float]]:
+    """95% intervals of each model's pooled PR-AUC and of the PR-AUC ratio reference/against
+    (tract-cluster resamples: :func:`replicate_aps`)."""
+    aps, usable = replicate_aps(frame, models, n, seed)
     draws = {m: aps[m][usable & ~np.isnan(aps[m])] for m in models}
     ratios = np.array([])
     if reference in aps and against in aps:

@@ -117,7 +117,7 @@ def fit_logistic(X: pd.DataFrame, y: np.ndarray, seed: int) -> Pipeline:
     usable = X.columns[X.notna().any()]
     model = make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler(),
                           LogisticRegression(C=LOGISTIC_C, max_iter=5000, random_state=seed))
-    model.fit(X[usable], y)
+    model.fit(X if len(usable) == X.shape[1] else X[usable], y)  # selecting every column would copy them all
     model.feature_names_in_used = list(usable)  # type: ignore[attr-defined]
     return model
 
@@ -266,14 +266,17 @@ def _temporal(rows: list[TrainingRows], seed: int, fit: Fit, where: str
               ) -> tuple[lgb.Booster, LinearPrior, Calibrator, str]:
     """Early stopping and calibration on the newest origins pooled, then a refit on every origin."""
     held = min(VALIDATION_ORIGINS, len(rows) - 1)
-    X_fit, y_fit = _stack(rows[:-held])
-    X_val, y_val = _stack(rows[-held:])
+    # one stacked copy of every row, the probe's rows and the held-out rows being slices of it: at national scale
+    # each copy is half a gigabyte
+    X_all, y_all = _stack(rows)
+    cut = len(y_all) - sum(len(r.y) for r in rows[-held:])
+    X_fit, y_fit, X_val, y_val = X_all.iloc[:cut], y_all[:cut], X_all.iloc[cut:], y_all[cut:]
     probe, probe_prior = fit(X_fit, y_fit, seed, FIXED_ROUNDS, valid=(X_val, y_val))
     # a validation fold of a few dozen positives: never trust it to stop in the first few rounds
     rounds = max(MIN_ROUNDS, probe.best_iteration or FIXED_ROUNDS)
     calibrator = Calibrator.fit(probe.predict(X_val, num_iteration=rounds, raw_score=True) + probe_prior(X_val),
                                 y_val)
-    X_all, y_all = _stack(rows)
+    del probe, probe_prior, X_fit, X_val
     booster, prior = fit(X_all, y_all, seed, rounds)
     scheme = (f"stumps boosted from a logistic prior, fit {where}on {_span(rows)} ({rounds} rounds, early-stopped "
               f"and calibrated on {_span(rows[-held:])} held out from a fit on {_span(rows[:-held])})")

@@ -146,6 +146,31 @@ def test_keys_ignore_settings_that_cannot_change_an_entry_and_follow_those_that_
     assert key(null_simulations=bundled_settings.model.null_simulations + 1) != same
 
 
+def test_keys_follow_what_files_hold_not_what_they_are_called(tmp_path: Path, bundled_settings: Settings,
+                                                              bundled_sources: Sources) -> None:
+    """Next year's eviction file under a new name reuses every entry its records leave unchanged; a file read
+    directly (the boundaries) counts by its content."""
+    from conftest import bundled_config_copy
+
+    ev, tracts = bundled_settings.sources.evictions.path, bundled_settings.sources.boundaries.path
+    renamed, edited = tmp_path / f"next-{ev.name}", tmp_path / f"edited-{tracts.name}"
+    renamed.write_bytes(ev.read_bytes())
+    edited.write_bytes(tracts.read_bytes() + b"\n")  # the same tracts, other bytes
+
+    def key(**paths: Path) -> str:
+        config = bundled_config_copy(tmp_path)
+        text = config.read_text()
+        for old, new in paths.items():
+            text = text.replace(str({"ev": ev, "tracts": tracts}[old]), str(new))
+        config.write_text(text)
+        settings = load_settings(config)
+        return WorkCache(tmp_path / "cache", settings, load_sources(settings)).key("origin", 2010)
+
+    same = WorkCache(tmp_path / "cache", bundled_settings, bundled_sources).key("origin", 2010)
+    assert key(ev=renamed) == same
+    assert key(tracts=edited) != same
+
+
 def _entries(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("source-"))
 
