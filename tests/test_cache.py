@@ -201,6 +201,19 @@ def test_unchanged_files_are_read_back_with_the_same_tables_and_warnings_and_a_c
     assert len(after) == 4
 
 
+def test_stored_warnings_name_their_files_as_seen_from_the_folder_of_the_run_that_reads_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import ROOT, bundled_config_copy
+
+    settings = load_settings(bundled_config_copy(tmp_path))
+    monkeypatch.chdir(tmp_path)  # the storing run starts here: its paths are shown absolute
+    load_sources(settings, reuse=True)
+    monkeypatch.chdir(ROOT)  # a later run starts in the checkout: the data paths are shown relative to it
+    fresh, again = load_sources(settings), load_sources(settings, reuse=True)
+    assert fresh.warnings and any(w.file.startswith("data/") for w in fresh.warnings)
+    assert again.warnings == fresh.warnings
+
+
 def test_a_family_with_errors_is_never_stored_and_a_day_before_its_latest_date_checks_it_again(
         tmp_path: Path) -> None:
     from conftest import bundled_config_copy

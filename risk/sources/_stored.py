@@ -15,6 +15,7 @@ stays clean on any day after the latest date its checks compared
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -25,7 +26,7 @@ import pandas as pd
 
 from risk.errors import Problem
 from risk.files import EntryStore
-from risk.sources._tables import ProblemLog
+from risk.sources._tables import ProblemLog, display_path
 from risk.sources.evictions import Evictions
 from risk.sources.permits import PermitFileInfo, Permits
 
@@ -77,6 +78,16 @@ CODECS: dict[str, Callable[[], Codec[Any]]] = {
     "demographics": _table, "evictions": _evictions, "rent": _table, "permits": _permits}
 
 
+def _absolute(files: str) -> str:
+    """A problem's file (or comma-separated files) as absolute paths: the next run may start elsewhere."""
+    return ", ".join(os.path.abspath(f) for f in files.split(", "))
+
+
+def _shown(files: str) -> str:
+    """Stored absolute paths as this run shows them (:func:`display_path`)."""
+    return ", ".join(display_path(f) for f in files.split(", "))
+
+
 class StoredFamilies:
     """Loads families through the entry store, keyed by what each was loaded from."""
 
@@ -95,14 +106,15 @@ class StoredFamilies:
             frames, note = stored
             latest = pd.Timestamp(note["latest"]) if note["latest"] else None
             if latest is None or latest <= self.today:
-                log.items.extend(Problem(**p) for p in note["problems"])
+                log.items.extend(Problem(**{**p, "file": _shown(p["file"])}) for p in note["problems"])
                 log.latest = latest
                 return codec.unpack(frames, note["value"])  # type: ignore[no-any-return]
         value = load()
         if not log.has_errors:
             frames, value_note = codec.pack(value)
             self.store.put_frames(key, frames, {
-                "value": value_note, "problems": [dataclasses.asdict(p) for p in log.items],
+                "value": value_note,
+                "problems": [{**dataclasses.asdict(p), "file": _absolute(p.file)} for p in log.items],
                 "latest": log.latest.isoformat() if log.latest is not None else None})
             self.store.drop_others(f"source-{family}-", key)  # last week's version of this family is superseded
         return value
