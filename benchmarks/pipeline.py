@@ -87,7 +87,11 @@ class _Sampler:
 
 
 def _floor(settings: object, sources: object, as_of: object, features: object) -> dict[str, float]:
-    """LightGBM's own train + pred_contrib on the run's matrices, with the champion's parameters and trees."""
+    """LightGBM's own train + pred_contrib on the run's matrices, with the run's model's parameters and trees.
+
+    The run's model is the newest registered for the outcome: the one this run trained (or found unchanged),
+    which a challenger that was not promoted is too, while the champion would be last week's.
+    """
     import lightgbm as lgb
     import numpy as np
     import pandas as pd
@@ -99,10 +103,11 @@ def _floor(settings: object, sources: object, as_of: object, features: object) -
     from risk.model import PARAMS
     from risk.registry import Registry
 
-    record = Registry(settings.paths.models).champion(settings.model.outcome)  # type: ignore[attr-defined]
+    outcome_name = settings.model.outcome  # type: ignore[attr-defined]
+    record = [r for r in Registry(settings.paths.models).list() if r.outcome == outcome_name][-1]
     booster = record.load().booster
     names = model_feature_names(settings.features.spatial_lags)  # type: ignore[attr-defined]
-    outcome = outcome_for(settings.model.outcome, settings)  # type: ignore[attr-defined]
+    outcome = outcome_for(outcome_name, settings)  # type: ignore[attr-defined]
     panel = [d for d in build_panel(outcome, sources, settings, cache=work_cache(settings, sources))  # type: ignore[arg-type]
              if d.origin.closes <= as_of]
     X = pd.concat([d.X[names] for d in panel]).to_numpy(dtype="float64")

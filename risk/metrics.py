@@ -127,8 +127,8 @@ def replicate_aps(frame: pd.DataFrame, models: list[str], n: int, seed: int
     """Each model's pooled PR-AUC in ``n`` tract-cluster resamples, and which resamples hold both classes.
 
     Whole tracts are resampled (all their origins together), because a tract's rows across origins are not
-    independent. A resample is a count of copies per tract; its average precision is the same figure as
-    scikit-learn's on the copied rows, computed from per-tract sums instead of the copied rows.
+    independent. A resample is a count of copies per tract; its average precision is scikit-learn's figure on
+    the copied rows to rounding (1e-12), computed from per-tract sums instead of the copied rows.
     """
     rng = np.random.default_rng(seed)
     geoids = frame["geoid"].unique()

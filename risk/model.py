@@ -141,7 +141,7 @@ def _design(X: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, list[float
 
 
 def _standardise(design: np.ndarray, block: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """Standardise ``design`` in place; its means and scales as scikit-learn's ``StandardScaler`` computes them
+    """Standardise ``design`` in place; its means and scales are scikit-learn's ``StandardScaler``'s to rounding
     (the same two-pass sums, a few columns at a time instead of a copy of the whole matrix)."""
     n = design.shape[0]
     mean = np.sum(design, axis=0) / n

@@ -154,7 +154,9 @@ def test_keys_follow_what_files_hold_not_what_they_are_called(tmp_path: Path, bu
 
     ev, tracts = bundled_settings.sources.evictions.path, bundled_settings.sources.boundaries.path
     renamed, edited = tmp_path / f"next-{ev.name}", tmp_path / f"edited-{tracts.name}"
+    moved = tmp_path / f"moved-{tracts.name}"
     renamed.write_bytes(ev.read_bytes())
+    moved.write_bytes(tracts.read_bytes())
     edited.write_bytes(tracts.read_bytes() + b"\n")  # the same tracts, other bytes
 
     def key(**paths: Path) -> str:
@@ -168,6 +170,7 @@ def test_keys_follow_what_files_hold_not_what_they_are_called(tmp_path: Path, bu
 
     same = WorkCache(tmp_path / "cache", bundled_settings, bundled_sources).key("origin", 2010)
     assert key(ev=renamed) == same
+    assert key(tracts=moved) == same
     assert key(tracts=edited) != same
 
 
@@ -211,6 +214,23 @@ def test_stored_warnings_name_their_files_as_seen_from_the_folder_of_the_run_tha
     monkeypatch.chdir(ROOT)  # a later run starts in the checkout: the data paths are shown relative to it
     fresh, again = load_sources(settings), load_sources(settings, reuse=True)
     assert fresh.warnings and any(w.file.startswith("data/") for w in fresh.warnings)
+    assert again.warnings == fresh.warnings
+
+
+def test_a_stored_warning_keeps_a_file_name_that_holds_a_comma_whole(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import ROOT, bundled_config_copy
+
+    bundled = ROOT / "data/sample/king/evictions_evictionlab_king.csv.gz"
+    odd = tmp_path / "evictions, 2000-2018.csv.gz"
+    odd.write_bytes(bundled.read_bytes())
+    config = bundled_config_copy(tmp_path)
+    config.write_text(config.read_text().replace(str(bundled), str(odd)))
+    settings = load_settings(config)
+    monkeypatch.chdir(tmp_path)
+    fresh = load_sources(settings, reuse=True)
+    again = load_sources(settings, reuse=True)
+    assert any(w.file.endswith(odd.name) for w in fresh.warnings)
     assert again.warnings == fresh.warnings
 
 

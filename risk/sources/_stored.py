@@ -78,14 +78,18 @@ CODECS: dict[str, Callable[[], Codec[Any]]] = {
     "demographics": _table, "evictions": _evictions, "rent": _table, "permits": _permits}
 
 
-def _absolute(files: str) -> str:
-    """A problem's file (or comma-separated files) as absolute paths: the next run may start elsewhere."""
-    return ", ".join(os.path.abspath(f) for f in files.split(", "))
+def _absolute(files: str) -> list[str]:
+    """A problem's file (or comma-separated files) as absolute paths: the next run may start elsewhere.
+
+    A name that is itself a file stays whole, even if it holds ", ".
+    """
+    parts = [files] if ", " not in files or os.path.exists(files) else files.split(", ")
+    return [os.path.abspath(f) for f in parts]
 
 
-def _shown(files: str) -> str:
+def _shown(files: list[str]) -> str:
     """Stored absolute paths as this run shows them (:func:`display_path`)."""
-    return ", ".join(display_path(f) for f in files.split(", "))
+    return ", ".join(display_path(f) for f in files)
 
 
 class StoredFamilies:
