@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from world import CITY, GEOIDS, World, make_world
 
+from risk import features
 from risk.dictionary import BY_NAME, FEATURES, LAG_FEATURES, feature_names, model_feature_names
 from risk.features import build_features, shrunk_ratio
 from risk.settings import FeatureSettings, load_settings
@@ -115,6 +116,24 @@ def test_rent_changes_follow_the_index(world_sources: Sources) -> None:
 def test_rent_index_features_are_missing_when_the_series_has_ended(world_sources: Sources) -> None:
     f = build_features(world_sources, date(2018, 1, 1))
     assert f["rent_index"].isna().all() and (f["cov_rent_index"] == 0).all()
+
+
+def test_rent_features_read_only_months_a_feature_can_reach(world_sources: Sources,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rent window drops old months (the point: memory at national scale) and changes no feature."""
+    dates = [d.date() for d in pd.date_range("2009-01-31", "2017-06-30", freq="2ME")]
+    cut = [build_features(world_sources, d) for d in dates]
+    kept = len(features._known_rent(world_sources, pd.Timestamp(2015, 12, 31)))
+    known = world_sources.rent[world_sources.rent["available"] <= pd.Timestamp(2015, 12, 31)]
+    assert 0 < kept < len(known)
+
+    def every_known_month(sources: Sources, as_of: pd.Timestamp) -> pd.DataFrame:
+        return sources.rent[sources.rent["available"] <= as_of]
+
+    monkeypatch.setattr(features, "_known_rent", every_known_month)
+    for d, windowed in zip(dates, cut, strict=True):
+        pd.testing.assert_frame_equal(windowed, build_features(world_sources, d), check_exact=True, obj=str(d))
+    assert cut[dates.index(date(2015, 11, 30))]["rent_change_5y"].notna().all()
 
 
 def test_zip_indices_are_weighted_by_residential_share(tmp_path) -> None:
