@@ -15,16 +15,14 @@ On one synthetic world (every tract, 20 years), with the cluster the config desc
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
-import sys
 import time
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _worlds import DATA, synthetic_world
 
 from risk import engine_dask
 from risk.backtest import build_panel
@@ -36,7 +34,6 @@ from risk.model import TrainedModel, TrainingRows, train
 from risk.settings import load_settings
 from risk.sources import load_sources
 
-RISK = Path(sys.executable).with_name("risk")
 YEARS = 20
 TOP_SHARE = 0.10
 
@@ -61,12 +58,9 @@ def main() -> None:
     parser.add_argument("--tracts", type=int, default=8500)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--data", type=Path, default=Path(os.path.expanduser("~/.cache/risk-bench")))
+    parser.add_argument("--data", type=Path, default=DATA)
     args = parser.parse_args()
-    folder = args.data / f"synth-{args.tracts}x{YEARS}"
-    if not (folder / "config.yaml").exists():
-        subprocess.run([str(RISK), "synth", "--tracts", str(args.tracts), "--years", str(YEARS), "--out",
-                        str(folder)], check=True)
+    folder = synthetic_world(args.data, args.tracts, YEARS)
     settings = load_settings(folder / "config.yaml")
     settings = settings.model_copy(update={"engine": "dask", "dask": settings.dask.model_copy(
         update={"n_workers": args.workers, "threads_per_worker": 1})})

@@ -15,16 +15,14 @@ Median of --repeat timings, all in this process.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
-import sys
 import time
 from datetime import date
 from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
+from _worlds import DATA, synthetic_world
 
 from risk.dictionary import model_feature_names
 from risk.explain import contributions, driver_table, drivers
@@ -33,7 +31,6 @@ from risk.model import PARAMS, TrainingRows, train
 from risk.settings import load_settings
 from risk.sources import load_sources
 
-RISK = Path(sys.executable).with_name("risk")
 YEARS = 20
 
 
@@ -51,12 +48,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tracts", type=int, default=8500)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--data", type=Path, default=Path(os.path.expanduser("~/.cache/risk-bench")))
+    parser.add_argument("--data", type=Path, default=DATA)
     args = parser.parse_args()
-    folder = args.data / f"synth-{args.tracts}x{YEARS}"
-    if not (folder / "config.yaml").exists():
-        subprocess.run([str(RISK), "synth", "--tracts", str(args.tracts), "--years", str(YEARS), "--out",
-                        str(folder)], check=True)
+    folder = synthetic_world(args.data, args.tracts, YEARS)
     settings = load_settings(folder / "config.yaml")
     sources = load_sources(settings)
     names = model_feature_names(settings.features.spatial_lags)

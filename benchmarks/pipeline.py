@@ -40,8 +40,9 @@ import threading
 import time
 from pathlib import Path
 
+from _worlds import DATA, synthetic_world
+
 ROOT = Path(__file__).resolve().parents[1]
-RISK = Path(sys.executable).with_name("risk")
 STAGES = ("validate", "features", "train", "score", "explain", "store", "alerts", "deliver")
 LABELS = {"validate": "load+validate", "alerts": "alerts+render"}
 _RECIPIENTS = """
@@ -156,12 +157,7 @@ def _world(case: str, years: int, data: Path) -> tuple[Path, str | None]:
     if case == "king":
         return ROOT / "config.yaml", None
     tracts = int(case)
-    folder = data / f"synth-{tracts}x{years}"
-    if not (folder / "config.yaml").exists():
-        print(f"writing a synthetic world of {tracts:,} tracts x {years} years to {folder} ...", flush=True)
-        subprocess.run([str(RISK), "synth", "--tracts", str(tracts), "--years", str(years), "--out", str(folder)],
-                       check=True)
-    return folder / "config.yaml", f"{2000 + years}-03-01"
+    return synthetic_world(data, tracts, years) / "config.yaml", f"{2000 + years}-03-01"
 
 
 def _fresh_config(world: Path, state: Path) -> Path:
@@ -280,7 +276,7 @@ def main() -> None:
     parser.add_argument("--cases", default="king,8500,85000", help="king and/or tract counts, comma-separated")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--years", type=int, default=20)
-    parser.add_argument("--data", type=Path, default=Path(os.path.expanduser("~/.cache/risk-bench")))
+    parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--first-only", action="store_true", help="Measure only the first run, on the full files.")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--as-of", help=argparse.SUPPRESS)

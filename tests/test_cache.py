@@ -178,16 +178,21 @@ def _entries(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("source-"))
 
 
-def test_unchanged_files_are_read_back_with_the_same_tables_and_warnings_and_a_changed_file_alone_is_parsed(
-        tmp_path: Path) -> None:
+def _with_eviction_file_at(tmp_path: Path, copy: Path) -> Settings:
+    """The bundled configuration, its Eviction Lab file copied to ``copy`` and read from there."""
     from conftest import ROOT, bundled_config_copy
 
     bundled = ROOT / "data/sample/king/evictions_evictionlab_king.csv.gz"
-    evictions = tmp_path / "evictions.csv.gz"
-    evictions.write_bytes(bundled.read_bytes())
+    copy.write_bytes(bundled.read_bytes())
     config = bundled_config_copy(tmp_path)
-    config.write_text(config.read_text().replace(str(bundled), str(evictions)))
-    settings = load_settings(config)
+    config.write_text(config.read_text().replace(str(bundled), str(copy)))
+    return load_settings(config)
+
+
+def test_unchanged_files_are_read_back_with_the_same_tables_and_warnings_and_a_changed_file_alone_is_parsed(
+        tmp_path: Path) -> None:
+    evictions = tmp_path / "evictions.csv.gz"
+    settings = _with_eviction_file_at(tmp_path, evictions)
     fresh = load_sources(settings)
     load_sources(settings, reuse=True)
     again = load_sources(settings, reuse=True)
@@ -219,14 +224,8 @@ def test_stored_warnings_name_their_files_as_seen_from_the_folder_of_the_run_tha
 
 def test_a_stored_warning_keeps_a_file_name_that_holds_a_comma_whole(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from conftest import ROOT, bundled_config_copy
-
-    bundled = ROOT / "data/sample/king/evictions_evictionlab_king.csv.gz"
     odd = tmp_path / "evictions, 2000-2018.csv.gz"
-    odd.write_bytes(bundled.read_bytes())
-    config = bundled_config_copy(tmp_path)
-    config.write_text(config.read_text().replace(str(bundled), str(odd)))
-    settings = load_settings(config)
+    settings = _with_eviction_file_at(tmp_path, odd)
     monkeypatch.chdir(tmp_path)
     fresh = load_sources(settings, reuse=True)
     again = load_sources(settings, reuse=True)
