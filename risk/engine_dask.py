@@ -51,8 +51,8 @@ if TYPE_CHECKING:
 
 PERMIT_WINDOW_MONTHS = 36
 """The longest permit window of :mod:`risk.features`: older permits only date their file and tract."""
-RENT_LAG_MONTHS = (0, 12, 36, 60)
-"""Rent months a tract's features read: its newest, and the changes over 1, 3 and 5 years."""
+RENT_LAG_MONTHS = (0, *(12 * k for k in local_features.RENT_CHANGE_YEARS))
+"""Rent months a tract's features read: its newest, and the months of its changes (1, 3 and 5 years)."""
 WORKER_MODULES = ("risk.engine_dask", "lightgbm.dask")
 """What every worker must be able to import (a remote cluster needs this package installed)."""
 
