@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -19,3 +20,12 @@ def synthetic_world(data: Path, tracts: int, years: int) -> Path:
         subprocess.run([str(RISK), "synth", "--tracts", str(tracts), "--years", str(years), "--out", str(folder)],
                        check=True)
     return folder
+
+
+def world_arguments(description: str | None) -> argparse.ArgumentParser:
+    """A parser with the options every single-world benchmark takes: --tracts, --repeat and --data."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tracts", type=int, default=8500)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--data", type=Path, default=DATA)
+    return parser

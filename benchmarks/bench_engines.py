@@ -14,15 +14,13 @@ On one synthetic world (every tract, 20 years), with the cluster the config desc
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _worlds import DATA, synthetic_world
+from _worlds import synthetic_world, world_arguments
 
 from risk import engine_dask
 from risk.backtest import build_panel
@@ -54,11 +52,8 @@ def _agreement(a: TrainedModel, b: TrainedModel, X: pd.DataFrame) -> tuple[int, 
 
 def main() -> None:
     """Print the timings and the agreement."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tracts", type=int, default=8500)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser = world_arguments(__doc__)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--data", type=Path, default=DATA)
     args = parser.parse_args()
     folder = synthetic_world(args.data, args.tracts, YEARS)
     settings = load_settings(folder / "config.yaml")
@@ -73,7 +68,8 @@ def main() -> None:
     print(f"{args.tracts:,} tracts, as of {as_of}: {sum(len(r.y) for r in rows):,} training rows from "
           f"{len(rows)} closed origins", flush=True)
 
-    local_times = [_timed(lambda: build_features(sources, as_of, settings.features))[0] for _ in range(args.repeat)]
+    local_runs = [_timed(lambda: build_features(sources, as_of, settings.features)) for _ in range(args.repeat)]
+    local_times, X = [t for t, _ in local_runs], local_runs[-1][1]
     with engine_dask.cluster(settings) as client:
         threads = sum(client.nthreads().values())
         first, _ = _timed(lambda: engine_dask.build_features(sources, as_of, settings, client))
@@ -83,10 +79,10 @@ def main() -> None:
                                                          npartitions=engine_dask.partitions(settings, client)))
     local_fit, local = _timed(lambda: train(rows, names, settings.model.seed))
     other_seed = train(rows, names, settings.model.seed + 1)
-    X = build_features(sources, as_of, settings.features)
 
-    print(f"cluster: a LocalCluster of {args.workers} worker(s) ({'processes' if settings.dask.processes else 'threads'}"
-          f" of this one), {threads} thread(s) in all; local LightGBM on its fixed thread count")
+    kind = "processes" if settings.dask.processes else "threads"
+    print(f"cluster: a LocalCluster of {args.workers} worker(s) ({kind} of this one), {threads} thread(s) in all; "
+          "local LightGBM on its fixed thread count")
     print(f"features at one date: local {statistics.median(local_times):.2f} s, Dask "
           f"{statistics.median(dask_times):.2f} s (first call {first:.2f} s); medians of {args.repeat}")
     print(f"training: local {local_fit:.1f} s, Dask {dask_fit:.1f} s")

@@ -14,15 +14,13 @@ Median of --repeat timings, all in this process.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from datetime import date
-from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
-from _worlds import DATA, synthetic_world
+from _worlds import synthetic_world, world_arguments
 
 from risk.dictionary import model_feature_names
 from risk.explain import contributions, driver_table, drivers
@@ -45,10 +43,7 @@ def _timed(fn, repeat: int) -> tuple[float, object]:
 
 def main() -> None:
     """Print the timings."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tracts", type=int, default=8500)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser = world_arguments(__doc__)
     args = parser.parse_args()
     folder = synthetic_world(args.data, args.tracts, YEARS)
     settings = load_settings(folder / "config.yaml")
