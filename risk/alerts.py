@@ -17,6 +17,7 @@ from datetime import date
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
 from risk.errors import ConfigError, ConfigIssue, Problem
 from risk.settings import AlertSettings, Recipient
@@ -91,8 +92,10 @@ def _suppressed(geoid: str, percentile: float, decisions: pd.DataFrame, cfg: Ale
     return 100 * (percentile - float(last["percentile"])) < cfg.suppress_margin_points
 
 
-def load_recipients(cfg: AlertSettings) -> list[Recipient]:
-    """Recipients from the config and the optional CSV; a bad CSV row is a config error naming its line."""
+def load_recipients(cfg: AlertSettings, skipped: list[str] | None = None) -> list[Recipient]:
+    """Recipients from the config and the optional CSV; a bad CSV row is a config error naming its line, or,
+    with ``skipped`` (the weekly run: one bad row must not cost the others their e-mail), left out and named
+    there."""
     people = list(cfg.recipients)
     if cfg.recipients_csv is None:
         return people
@@ -104,11 +107,14 @@ def load_recipients(cfg: AlertSettings) -> list[Recipient]:
                     name=(row.get("name") or "").strip(), email=(row.get("email") or "").strip(),
                     areas=tuple(a.strip() for a in (row.get("areas") or "all").split(";") if a.strip()),
                     immediate=(row.get("immediate") or "").strip().lower() in {"1", "true", "yes"}))
-            except ValueError as e:
-                msg = str(e).splitlines()[-1].strip() if str(e) else "invalid row"
+            except ValidationError as e:
+                msg = "; ".join(f"{'.'.join(str(p) for p in x['loc'])}: {x['msg'].removeprefix('Value error, ')}"
+                                for x in e.errors()) or "invalid row"
                 issues.append(ConfigIssue(f"alerts.recipients_csv line {i}", msg, i))
-    if issues:
+    if issues and skipped is None:
         raise ConfigError(str(cfg.recipients_csv), issues)
+    for issue in issues:
+        skipped.append(f"recipient left out: {cfg.recipients_csv}, line {issue.line}: {issue.message}")  # type: ignore[union-attr]
     return people
 
 

@@ -35,7 +35,7 @@ import pandas as pd
 
 from risk.files import KEEP_DAYS, EntryStore
 from risk.settings import Settings
-from risk.sources import Sources, input_files
+from risk.sources import Sources, data_key, input_files
 
 __all__ = ["KEEP_DAYS", "WorkCache", "work_cache"]
 _DATED = (("demographics", "released"), ("evictions", "available"), ("rent", "available"), ("permits", "issued"))
@@ -86,8 +86,8 @@ class WorkCache(EntryStore):
         # a file's name is not what was computed from it: a file read directly counts by its content, and a
         # table file not at all (the fingerprints of its records do), so a renamed or moved file, or next
         # year's eviction file under a new name, leaves every entry its records did not change
-        names = {str(p): f"sha256:{sources.file_hashes.get(str(p))}" if str(p) in read_directly else "table"
-                 for p in input_files(settings)}
+        names = {str(p): f"sha256:{sources.file_hashes.get(data_key(settings, p))}" if str(p) in read_directly
+                 else "table" for p in input_files(settings)}
         return {
             # what shapes the entries: not the tiers, the promotion tolerance or the retraining policy
             "settings": _renamed(settings.model_dump(mode="json", include={

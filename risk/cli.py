@@ -17,7 +17,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from risk.errors import ConfigError, DataValidationError, RiskError
-from risk.settings import CONFIG_ENV, Settings, config_path_from, describe_keys, effective_config, load_settings
+from risk.settings import (
+    CONFIG_ENV,
+    MAX_CONFIG_BYTES,
+    MAX_CONFIG_NODES,
+    Settings,
+    config_path_from,
+    describe_keys,
+    effective_config,
+    load_settings,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 err = Console(stderr=True, soft_wrap=True)
@@ -91,7 +100,10 @@ def config() -> None:
 @handles_errors
 def config_check(ctx: click.Context) -> None:
     """Validate the configuration and print the effective settings."""
+    from risk.alerts import load_recipients
+
     settings = settings_of(ctx)
+    load_recipients(settings.alerts)  # a recipients CSV row that is not an address is refused here, by line
     out.print(f"# {settings.config_path}: valid", highlight=False)
     click.echo(effective_config(settings))
 
@@ -103,6 +115,8 @@ def config_keys() -> None:
     for key, default, help_text in describe_keys():
         table.add_row(key, default, help_text)
     out.print(table)
+    out.print(f"The file itself: at most {MAX_CONFIG_BYTES:,} bytes and {MAX_CONFIG_NODES:,} values once YAML "
+              "aliases (*name) are expanded.", highlight=False)
 
 
 @main.command()
@@ -444,6 +458,7 @@ def outbox_list(ctx: click.Context, as_json: bool) -> None:
 
 
 from risk import cli_job  # noqa: E402,F401  (registers run, runs, schedule, replay)
+from risk import cli_db  # noqa: E402,F401  (registers db check, db backup)
 
 from risk.cli_web import register_web_commands  # noqa: E402 - the review pages: `risk serve`, `risk users`
 register_web_commands(main)

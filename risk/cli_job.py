@@ -87,7 +87,8 @@ def runs_list(ctx: click.Context, limit: int, as_json: bool) -> None:
     from risk.history import list_runs
     from risk.store import engine_for
 
-    rows = list_runs(engine_for(settings_of(ctx).paths.database), limit)
+    paths = settings_of(ctx).paths
+    rows = list_runs(engine_for(paths.database, paths.database_busy_timeout_s), limit)
     if as_json:
         click.echo(json.dumps([_jsonable(r) for r in rows], indent=2, default=str))
         return
@@ -112,7 +113,8 @@ def runs_show(ctx: click.Context, run_id: int) -> None:
     from risk.history import get_run
     from risk.store import engine_for
 
-    row = get_run(engine_for(settings_of(ctx).paths.database), run_id)
+    paths = settings_of(ctx).paths
+    row = get_run(engine_for(paths.database, paths.database_busy_timeout_s), run_id)
     if row is None:
         raise RiskError(f"no run {run_id} in the database (see `risk runs list`)")
     click.echo(json.dumps(_jsonable(row), indent=2, default=str))

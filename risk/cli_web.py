@@ -1,4 +1,4 @@
-"""`risk serve` and `risk users`: the planners' review pages and who may use them.
+"""`risk serve` and `risk users`: the planners' review pages, who may use them, and scripts' API tokens.
 
 Kept apart from :mod:`risk.cli`, which adds these commands to its group; the
 helpers of :mod:`risk.cli` are looked up when a command runs, so importing
@@ -47,6 +47,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
 
     from risk.cli import err
     from risk.web import create_app
+    from risk.web.server import server_config
 
     settings = _settings(ctx)
     app = create_app(settings)
@@ -55,12 +56,12 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     host = host or settings.web.host
     port = port or settings.web.port
     err.print(f"review pages on http://{host}:{port}/ (Ctrl-C stops)", highlight=False)
-    uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
+    uvicorn.Server(server_config(app, settings, host, port)).run()
 
 
 @click.group()
 def users() -> None:
-    """Add or list the people who may log in to the review pages."""
+    """Add, list, change or remove the people who may log in to the review pages, and their API tokens."""
 
 
 def _read_password() -> str:
@@ -100,6 +101,83 @@ def users_list(ctx: click.Context) -> None:
     for u in list_users(open_database(_settings(ctx).paths.database)):
         table.add_row(u.name, u.role, "yes" if u.active else "no (locked)", f"{u.created_at:%Y-%m-%d %H:%M}")
     out.print(table)
+
+
+@users.command("password")
+@click.argument("name")
+@click.pass_context
+@_handles_errors
+def users_password(ctx: click.Context, name: str) -> None:
+    """Set a user's password (read like `users add`); every session of theirs ends."""
+    from risk.accounts import open_database, set_password
+    from risk.cli import out
+
+    engine = open_database(_settings(ctx).paths.database)
+    set_password(engine, name, _read_password(), actor="cli")
+    out.print(f"password of {name} changed; their sessions have ended", highlight=False, markup=False)
+
+
+@users.command("delete")
+@click.argument("name")
+@click.pass_context
+@_handles_errors
+def users_delete(ctx: click.Context, name: str) -> None:
+    """Remove a user with their sessions and API tokens (their decisions keep their name)."""
+    from risk.accounts import delete_user, open_database
+    from risk.cli import out
+
+    delete_user(open_database(_settings(ctx).paths.database), name, actor="cli")
+    out.print(f"user {name} deleted", highlight=False, markup=False)
+
+
+@users.command("token")
+@click.argument("name")
+@click.pass_context
+@_handles_errors
+def users_token(ctx: click.Context, name: str) -> None:
+    """Create a read-only API token for NAME and print it (once: only its hash is kept).
+
+    Scripts send it as `Authorization: Bearer TOKEN` to the /api/ routes."""
+    from risk.accounts import create_token, open_database
+    from risk.cli import err
+
+    token_id, token = create_token(open_database(_settings(ctx).paths.database), name, actor="cli")
+    # the token alone on standard output, so `TOKEN=$(risk users token NAME)` captures just it
+    click.echo(token)
+    err.print(f"API token {token_id} of {name} (read-only); it is not shown again. "
+              f"Revoke it with: risk users revoke-token {token_id}", highlight=False, markup=False)
+
+
+@users.command("tokens")
+@click.argument("name", required=False)
+@click.pass_context
+@_handles_errors
+def users_tokens(ctx: click.Context, name: str | None) -> None:
+    """List API tokens (of NAME if given): id, user, when created and by whom, whether revoked."""
+    from rich.table import Table
+
+    from risk.accounts import list_tokens, open_database
+    from risk.cli import out
+
+    table = Table("id", "user", "created", "by", "status")
+    for t in list_tokens(open_database(_settings(ctx).paths.database), name):
+        status = "active" if t.revoked_at is None else f"revoked {t.revoked_at:%Y-%m-%d %H:%M}"
+        table.add_row(str(t.id), t.user, f"{t.created_at:%Y-%m-%d %H:%M}", t.created_by, status)
+    out.print(table)
+
+
+@users.command("revoke-token")
+@click.argument("token_id", metavar="ID", type=click.IntRange(min=1))
+@click.pass_context
+@_handles_errors
+def users_revoke_token(ctx: click.Context, token_id: int) -> None:
+    """Revoke API token ID (see `risk users tokens`); requests with it are refused from now on."""
+    from risk.accounts import open_database, revoke_token
+    from risk.cli import out
+
+    t = revoke_token(open_database(_settings(ctx).paths.database), token_id, actor="cli")
+    out.print(f"API token {t.id} of {t.user} revoked ({t.revoked_at:%Y-%m-%d %H:%M} UTC)", highlight=False,
+              markup=False)
 
 
 def register_web_commands(group: click.Group) -> None:

@@ -14,6 +14,7 @@ server's reason.
 
 from __future__ import annotations
 
+import logging
 import os
 import smtplib
 import socket
@@ -24,14 +25,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import message_from_string, policy
+from email.errors import MessageError
 from email.message import EmailMessage
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, Insert, insert, select, update
+from sqlalchemy.dialects import postgresql
 
 from risk.faults import checkpoint
 from risk.files import atomic_path
 from risk.settings import DeliverySettings
 from risk.store import outbox, runs
+
+log = logging.getLogger(__name__)
 
 
 class TemporaryFailure(Exception):
@@ -40,6 +45,12 @@ class TemporaryFailure(Exception):
 
 class PermanentFailure(Exception):
     """Will not succeed by retrying."""
+
+
+def wire_policy(recipient: str) -> policy.EmailPolicy:
+    """How a message to ``recipient`` is written: plain SMTP, or SMTPUTF8 when the address has non-ASCII
+    characters (an encoded word is not allowed inside an address, so such a message must travel as UTF-8)."""
+    return policy.SMTP if recipient.isascii() else policy.SMTPUTF8
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,13 @@ class Outgoing:
     kind: str
     recipient: str
     message: EmailMessage
+
+
+def _insert_new(engine: Engine) -> Insert:
+    """An insert into the outbox that skips keys already there, in the database's own words."""
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(outbox).on_conflict_do_nothing(index_elements=[outbox.c.key])
+    return insert(outbox).prefix_with("OR IGNORE", dialect="sqlite")
 
 
 def queue(engine: Engine, run_id: int | None, items: list[Outgoing]) -> int:
@@ -68,13 +86,19 @@ def queue(engine: Engine, run_id: int | None, items: list[Outgoing]) -> int:
             fresh.append(i)
     now = datetime.now(UTC)
     # serialised before the transaction opens: a long write transaction would block the run lock's heartbeat
-    rows = [{"key": i.key, "run_id": run_id, "week": i.week, "kind": i.kind, "recipient": i.recipient,
-             "subject": str(i.message["Subject"]), "message_id": str(i.message["Message-ID"]),
-             "eml": i.message.as_string(policy=policy.SMTP), "state": "queued", "attempts": 0,
-             "created_at": now} for i in fresh]
+    rows = []
+    for i in fresh:
+        try:
+            eml = i.message.as_string(policy=wire_policy(i.recipient))
+        except (ValueError, UnicodeError, MessageError) as e:  # never one recipient for everyone's week
+            log.warning("message %s to %r cannot be written, not queued: %s", i.key, i.recipient, e)
+            continue
+        rows.append({"key": i.key, "run_id": run_id, "week": i.week, "kind": i.kind, "recipient": i.recipient,
+                     "subject": str(i.message["Subject"]), "message_id": str(i.message["Message-ID"]),
+                     "eml": eml, "state": "queued", "attempts": 0, "created_at": now})
     with engine.begin() as conn:
         if rows:
-            conn.execute(insert(outbox).prefix_with("OR IGNORE", dialect="sqlite"), rows)
+            conn.execute(_insert_new(engine), rows)
         if run_id is not None:
             conn.execute(update(runs).where(runs.c.id == run_id).values(alerted_at=now))
     return len(rows)
@@ -96,6 +120,12 @@ def _smtp_send(cfg: DeliverySettings, msg: EmailMessage, recipient: str) -> None
             if user and password:
                 client.login(user, password)
             client.send_message(msg, to_addrs=[recipient])
+    except smtplib.SMTPNotSupportedError as e:
+        if recipient.isascii():  # AUTH the server does not offer: the settings may be fixed before the next try
+            raise TemporaryFailure(f"{type(e).__name__}: {e}") from e
+        # smtplib asks for SMTPUTF8 by itself when an address needs it; a server without it never will take it
+        raise PermanentFailure(f"the server does not accept addresses with non-ASCII characters (no SMTPUTF8): "
+                               f"{recipient}") from e
     except smtplib.SMTPRecipientsRefused as e:
         code, reason = next(iter(e.recipients.values()))
         raise (TemporaryFailure if 400 <= code < 500 else PermanentFailure)(f"{code} {reason.decode(errors='replace')}") from e
@@ -106,15 +136,15 @@ def _smtp_send(cfg: DeliverySettings, msg: EmailMessage, recipient: str) -> None
         raise TemporaryFailure(f"{type(e).__name__}: {e}") from e
 
 
-def _file_send(cfg: DeliverySettings, msg: EmailMessage, key: str) -> None:
+def _file_send(cfg: DeliverySettings, msg: EmailMessage, recipient: str, key: str) -> None:
     with atomic_path(cfg.outbox_dir / f"{key}.eml") as tmp:
-        tmp.write_bytes(msg.as_bytes(policy=policy.SMTP))
+        tmp.write_bytes(msg.as_bytes(policy=wire_policy(recipient)))
 
 
 def transport(cfg: DeliverySettings) -> Callable[[EmailMessage, str, str], None]:
     """A function sending one message to one recipient (key names the file for the file transport)."""
     if cfg.transport == "file":
-        return lambda msg, recipient, key: _file_send(cfg, msg, key)
+        return lambda msg, recipient, key: _file_send(cfg, msg, recipient, key)
     return lambda msg, recipient, key: _smtp_send(cfg, msg, recipient)
 
 

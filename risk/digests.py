@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import dataclass
 from datetime import date
+from email.errors import MessageError
 from pathlib import Path
 
 import geopandas as gpd
@@ -17,6 +19,8 @@ from risk.messages import (Body, Pictures, area_map, frame_sentences, personal_m
                            tract_rows)
 from risk.model import TrainedModel
 from risk.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,13 +48,14 @@ def _waterfalls(model: TrainedModel, features: pd.DataFrame, geoids: set[str], p
             pictures.waterfalls[g] = path.read_bytes()
 
 
-def compose(settings: Settings, tracts: gpd.GeoDataFrame, run: RunOutputs,
-            pictures: Pictures | None = None) -> tuple[list[Alert], list[Outgoing]]:
-    """This week's alerts and every message they lead to (not yet queued)."""
+def compose(settings: Settings, tracts: gpd.GeoDataFrame, run: RunOutputs, pictures: Pictures | None = None,
+            problems: list[str] | None = None) -> tuple[list[Alert], list[Outgoing]]:
+    """This week's alerts and every message they lead to (not yet queued); a recipient whose message cannot be
+    written is skipped, logged and, when ``problems`` is given, named there."""
     cfg = settings.alerts
     pictures = pictures or Pictures()
     alerts = decide(run.scores, run.previous, run.decisions, cfg)
-    recipients = load_recipients(cfg)
+    recipients = load_recipients(cfg, problems)
     areas = named_areas(cfg, tracts)
     names = tract_names(tracts, areas)
     drivers = run.driver_rows
@@ -88,6 +93,15 @@ def compose(settings: Settings, tracts: gpd.GeoDataFrame, run: RunOutputs,
             # the same areas give the same tracts, text and pictures: render once, then add each name
             if (person.areas, kind) not in bodies:
                 bodies[(person.areas, kind)] = body(follows, chosen, person.areas, kind)
-            msg = personal_message(settings, bodies[(person.areas, kind)], person)
-            out.append(Outgoing(idempotency_key(person.email, kind, week), week, kind, person.email, msg))
+            try:
+                msg = personal_message(settings, bodies[(person.areas, kind)], person)
+                key = idempotency_key(person.email, kind, week)
+            except (ValueError, TypeError, UnicodeError, MessageError) as e:
+                # one address the mail library cannot write must not cost everyone else this week's e-mail
+                problem = f"no {kind} for recipient {person.email!r} ({person.name}): {e}"
+                log.warning(problem)
+                if problems is not None:
+                    problems.append(problem)
+                continue
+            out.append(Outgoing(key, week, kind, person.email, msg))
     return alerts, out

@@ -101,6 +101,18 @@ class LockBusyError(RiskError):
     exit_code = 6
 
 
+class DatabaseBusyError(LockBusyError):
+    """Another process held a lock on the database for longer than ``paths.database_busy_timeout_s``."""
+
+    exit_code = 6
+
+
+class DatabaseCorruptError(OutputError):
+    """The database is damaged (a corrupted SQLite page, a PostgreSQL data-corruption error)."""
+
+    exit_code = 4
+
+
 class StoppedError(RiskError):
     """A stop signal (SIGTERM/SIGINT) ended the run between two stages; nothing was left half-written."""
 

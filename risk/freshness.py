@@ -19,7 +19,7 @@ from datetime import date
 
 import pandas as pd
 
-from risk.errors import StaleDataError
+from risk.errors import DataValidationError, Problem, StaleDataError
 from risk.settings import Settings
 from risk.sources import Sources
 
@@ -87,6 +87,24 @@ def _coverage_notes(coverage: dict[str, int], previous: dict[str, int] | None, d
     return notes
 
 
+def _refuse_collapse(coverage: dict[str, int], previous: dict[str, int] | None, limit: float,
+                     explained: set[str]) -> None:
+    """A DataValidationError for each family that lost more than ``limit`` of its tracts since the previous run
+    while its records are fresh (a stale family's loss is expected and only reported): broken files, most
+    likely, and a model trained on them must not replace the champion."""
+    collapsed = []
+    for family, now in coverage.items():
+        before = (previous or {}).get(family, 0)
+        if family not in explained and before > 0 and (before - now) / before > limit:
+            collapsed.append(Problem(
+                file=f"sources.{family}", family=family,
+                message=f"{family}: tract coverage collapsed from {before} to {now} since the previous run (more "
+                f"than sources.coverage_collapse = {limit:.0%}); check its files (coordinates, GEOIDs, the "
+                "coverage list); nothing is trained or promoted until it is fixed"))
+    if collapsed:
+        raise DataValidationError(collapsed)
+
+
 def assess(settings: Settings, sources: Sources, features: pd.DataFrame, as_of: date,
            previous_coverage: dict[str, int] | None) -> Freshness:
     """Notes on stale, missing and shrinking sources; raises StaleDataError if a required one is among them."""
@@ -104,6 +122,7 @@ def assess(settings: Settings, sources: Sources, features: pd.DataFrame, as_of: 
     failing = [note for family, note in problems.items() if required[family]]
     if failing:
         raise StaleDataError(f"required source(s) unusable at {as_of}: " + "; ".join(failing))
+    _refuse_collapse(coverage, previous_coverage, settings.sources.coverage_collapse, set(problems))
     notes = [str(w) for w in sources.warnings] + list(problems.values())
     notes += _coverage_notes(coverage, previous_coverage, settings.sources.coverage_drop)
     return Freshness(notes=notes, stale=list(problems), coverage=coverage)

@@ -22,7 +22,7 @@ from types import TracebackType
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from risk.errors import LockBusyError, RiskError
+from risk.errors import DatabaseBusyError, LockBusyError, RiskError
 from risk.store import locks
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class RunLock:
                 with self.engine.begin() as conn:
                     ours = conn.execute(update(locks).where(locks.c.name == self.name, locks.c.owner == self.owner)
                                         .values(heartbeat_at=datetime.now(UTC))).rowcount
-            except SQLAlchemyError as e:  # e.g. the database busy for a moment: the next beat tries again
+            except (SQLAlchemyError, DatabaseBusyError) as e:  # busy for a while: the next beat tries again
                 log.warning("could not refresh the run lock (will retry): %s", e.__class__.__name__)
                 continue
             if not ours:
@@ -125,8 +125,13 @@ class RunLock:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        with self.engine.begin() as conn:
-            conn.execute(delete(locks).where(locks.c.name == self.name, locks.c.owner == self.owner))
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(delete(locks).where(locks.c.name == self.name, locks.c.owner == self.owner))
+        except DatabaseBusyError:
+            # the work is done and committed; the row names this process, so once it has ended the next run
+            # on this host takes the lock over (on another host, once stale)
+            log.warning("could not release the run lock: the database is busy; the next run takes it over")
 
     def __enter__(self) -> RunLock:
         self.acquire()

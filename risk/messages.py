@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage, MIMEPart
-from email.utils import formataddr, formatdate, make_msgid, parseaddr
+from email.utils import formatdate, make_msgid, parseaddr, quote
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,12 @@ ATTRIBUTION = [
 def one_line(text: str) -> str:
     """A header-safe single line: control characters (CR, LF, tabs) become spaces."""
     return re.sub(r"[\x00-\x1f\x7f]+", " ", str(text)).strip()
+
+
+def to_header(name: str, address: str) -> str:
+    """A To: value whose display name is always one quoted string, so that a name holding ``<x@y.org>``, commas
+    or CR/LF can never add or change an address; ``email.utils.formataddr`` would refuse a non-ASCII address."""
+    return f'"{quote(one_line(name))}" <{address}>' if one_line(name) else f"<{address}>"
 
 
 def _wrap(text: str, indent: str) -> str:
@@ -286,7 +292,7 @@ def personal_message(settings: Settings, body: Body, recipient: Recipient) -> Em
     msg = EmailMessage(policy=MAIL_POLICY)
     msg["Subject"] = body.subject
     msg["From"] = settings.delivery.from_
-    msg["To"] = formataddr((one_line(recipient.name), recipient.email))
+    msg["To"] = to_header(recipient.name, recipient.email)
     msg["Date"] = formatdate(localtime=False, usegmt=True)
     msg["Message-ID"] = make_msgid(domain=parseaddr(settings.delivery.from_)[1].split("@")[-1])
     msg.set_content(text)

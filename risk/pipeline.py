@@ -65,12 +65,14 @@ class RunResult:
     emails_failed: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
     data_notes: list[str] = field(default_factory=list)
+    recipients_skipped: list[str] = field(default_factory=list)
+    """Messages that could not be written, one line each (recipient and reason); everyone else's went out."""
 
     def counts(self) -> dict[str, object]:
         """The counts stored in the run history."""
         return {"tracts_scored": self.tracts, "tiers": self.tiers, "alerts": self.alerts,
                 "emails_queued": self.emails_queued, "emails_sent": self.emails_sent,
-                "emails_failed": self.emails_failed}
+                "emails_failed": self.emails_failed, "recipients_skipped": self.recipients_skipped}
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
@@ -192,7 +194,8 @@ def _previous_coverage(engine: Engine) -> dict[str, int] | None:
 def run(settings: Settings, as_of: date | None = None, today: date | None = None, *,
         stop: threading.Event | None = None, on_stage: Callable[[str], None] | None = None) -> RunResult:
     """One weekly cycle, under the database's run lock, recorded in the run history."""
-    engine = engine_for(settings.paths.database)
+    # a damaged SQLite file is refused before any stage, rather than failing half-way once scores are made
+    engine = engine_for(settings.paths.database, settings.paths.database_busy_timeout_s, quick_check=True)
     with RunLock(engine, settings.schedule.lock_stale_s) as lock:
         abandon_unfinished(engine)
         requeue_interrupted(engine)
@@ -244,7 +247,8 @@ def _cycle(settings: Settings, engine: Engine, run_id: int, stage: _Stages, as_o
     with stage("alerts"):
         outputs = RunOutputs(as_of, table, previous, latest_decisions(engine), driver_rows, features, model,
                              fresh.notes)
-        alerts, outgoing = compose(settings, sources.tracts, outputs)
+        skipped: list[str] = []
+        alerts, outgoing = compose(settings, sources.tracts, outputs, problems=skipped)
         checkpoint("alerts.composed")
         queued = queue(engine, run_id, outgoing)
     with stage("deliver"):
@@ -255,7 +259,7 @@ def _cycle(settings: Settings, engine: Engine, run_id: int, stage: _Stages, as_o
                      model_id=record.model_id, retrained=retrained,
                      tiers={t: int((table["tier"] == t).sum()) for t in ("high", "elevated", "watch", "low")},
                      alerts=len(alerts), emails_queued=queued, emails_sent=sent.sent, emails_failed=sent.failed,
-                     stage_seconds=stage.seconds, data_notes=fresh.notes)
+                     stage_seconds=stage.seconds, data_notes=fresh.notes, recipients_skipped=skipped)
 
 
 def latest_outputs(settings: Settings) -> tuple[int, RunOutputs, Sources]:

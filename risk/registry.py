@@ -18,7 +18,9 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
-from risk.errors import RiskError
+import lightgbm as lgb
+
+from risk.errors import OutputError, RiskError
 from risk.faults import checkpoint
 from risk.files import atomic_path
 from risk.model import TrainedModel
@@ -31,6 +33,10 @@ class RegistryError(RiskError):
     """A model that does not exist, or a registry that cannot be read."""
 
     exit_code = 5
+
+
+class ModelExistsError(RegistryError):
+    """A model of the same id is registered already: the same data and settings gave the same model."""
 
 
 @dataclass(frozen=True)
@@ -119,20 +125,23 @@ class Registry:
         self.root.mkdir(parents=True, exist_ok=True)
         target = self.root / model_id
         if target.exists():
-            raise RegistryError(f"model '{model_id}' is already registered")
+            raise ModelExistsError(f"model '{model_id}' is already registered")
         try:
             tmp = Path(tempfile.mkdtemp(prefix=f".{model_id}.", dir=self.root))
         except OSError as e:
-            raise RegistryError(f"cannot write to the model registry {self.root}: {e.strerror or e}") from e
+            raise OutputError(f"cannot write to the model registry {self.root}: {e.strerror or e}") from e
         try:
-            model.save(tmp)
+            try:
+                model.save(tmp)
+            except lgb.basic.LightGBMError as e:  # LightGBM reports a failed write (a full disk) as its own error
+                raise OutputError(f"cannot write model {model_id} to {target}: {e}") from e
             meta = {**metadata, "model_id": model_id, "created": datetime.now(UTC).isoformat(timespec="seconds"),
                     "libraries": library_versions()}
             (tmp / "metadata.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
             checkpoint("registry.renaming")
             os.replace(tmp, target)
         except OSError as e:
-            raise RegistryError(f"cannot write model {model_id} to {self.root}: {e.strerror or e}") from e
+            raise OutputError(f"cannot write model {model_id} to {target}: {e.strerror or e}") from e
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return self._record(target)

@@ -25,7 +25,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from risk.cron import cron_trigger
 from risk.errors import LockBusyError, OutputError, RiskError, StoppedError
@@ -77,7 +77,8 @@ def _create_job_table(store: SQLAlchemyJobStore) -> None:
         try:
             store.jobs_t.create(store.engine, checkfirst=True)
             return
-        except OperationalError:
+        except (OperationalError, IntegrityError, ProgrammingError):
+            # SQLite says "already exists"; PostgreSQL may also trip over its catalogue's unique index
             if attempt == 2:
                 raise
             time.sleep(0.2)  # the other scheduler created it between our check and our create
@@ -87,7 +88,7 @@ def build_scheduler(settings: Settings) -> BackgroundScheduler:
     """A scheduler with the persistent job store and the job defaults the weekly job needs."""
     from risk.store import engine_for
 
-    engine_for(settings.paths.database)  # creates the database folder and our tables
+    engine_for(settings.paths.database, settings.paths.database_busy_timeout_s)  # the folder and our tables
     try:
         store = SQLAlchemyJobStore(url=_database_url(settings))
         _create_job_table(store)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -30,6 +30,11 @@ from risk.errors import ConfigError, ConfigIssue
 
 DEFAULT_CONFIG = "config.yaml"
 CONFIG_ENV = "RISK_CONFIG"
+MAX_CONFIG_NODES = 20_000
+"""Most YAML nodes ``config.yaml`` may hold once its aliases are expanded: a real config has a few hundred,
+while a handful of nested aliases (a "billion laughs" file) would expand to billions before any check ran."""
+MAX_CONFIG_BYTES = 1_000_000
+"""Largest ``config.yaml`` read, in bytes."""
 
 
 def _resolve(value: Path, info: ValidationInfo) -> Path:
@@ -98,7 +103,10 @@ class PathsSettings(_Section):
         return v if "://" in v else str(_resolve(Path(v), info))
 
     database: str = Field("state/risk.sqlite", description="SQLite file of runs, scores and the outbox, or any "
-                          "SQLAlchemy URL (postgresql://...).")
+                          "SQLAlchemy URL (postgresql+psycopg://user@host/db with the `postgres` extra).")
+    database_busy_timeout_s: float = Field(
+        30.0, gt=0, le=86_400, description="How long a command waits for a lock another process holds on the "
+        "database (SQLite's busy timeout, PostgreSQL's lock_timeout) before it stops with exit 6.")
     models: RelPath = Field(Path("models"), description="Trained model registry.")
     reports: RelPath = Field(Path("reports"), description="Backtest and explanation reports.")
     features: RelPath = Field(Path("state/features"), description="Feature tables written by `risk run`.")
@@ -265,6 +273,9 @@ class PermitsSource(_Section):
     max_gap_days: int = Field(
         120, ge=1, description="A file whose newest record is older than this at the as-of date is stale."
     )
+    max_outside_share: float = Field(
+        0.5, gt=0, le=1, description="A file placing more than this share of its located permits outside every "
+        "tract of the region is an error (swapped latitude and longitude, another city's file).")
     required: bool = Field(False, description="Fail the run when the permits are stale or missing.")
 
 
@@ -277,9 +288,21 @@ class SourcesSettings(_Section):
     rent: RentSource = RentSource()
     permits: PermitsSource | None = None
     encoding: str = Field("utf-8", description="Text encoding of every CSV input.")
+    max_file_mb: int = Field(
+        2048, ge=1, description="Largest input file read, in MB of 1,048,576 bytes: its size on disk, and for a "
+        ".gz file its size once decompressed (counted while streaming, so a gzip bomb stops here). A file of "
+        "exactly this size passes, one byte more is refused (exit 3, naming the file and the limit).")
+    max_field_chars: int = Field(
+        100_000, ge=1, description="Longest CSV field, in characters as stored (bytes between two delimiters, "
+        "quotes included). A field of exactly this length passes, one more is refused (exit 3, naming the file "
+        "and line): a file with no line ends or a quote never closed is stopped without being read whole.")
     coverage_drop: float = Field(
         0.2, gt=0, le=1, description="Report a source whose tract coverage fell by more than this share since "
         "the previous run (0.2 = 20%).")
+    coverage_collapse: float = Field(
+        0.5, gt=0, le=1, description="Fail the run (exit 3, nothing trained or promoted) when a source that is "
+        "not stale covers more than this share fewer tracts than in the previous run (0.5 = half); a broken "
+        "file, not the city, is the likely cause. 1 switches the check off.")
 
 
 class FeatureSettings(_Section):
@@ -410,10 +433,13 @@ class Recipient(_Section):
     @field_validator("email")
     @classmethod
     def _email(cls, v: str) -> str:
-        import re
+        from email_validator import EmailNotValidError, validate_email
 
-        if not re.fullmatch(r"[^@\s<>(),;:\"]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", v.strip()):
-            raise ValueError(f"not a valid e-mail address: {v!r}")
+        # checked as the transport will send it: non-ASCII addresses need SMTPUTF8, which the sender asks for
+        try:
+            validate_email(v.strip(), check_deliverability=False, allow_smtputf8=True)
+        except EmailNotValidError as e:
+            raise ValueError(f"not a valid e-mail address: {v!r} ({e})") from e
         return v.strip()
 
 
@@ -459,10 +485,15 @@ class ScheduleSettings(_Section):
 
         if len(v.split()) != 5:
             raise ValueError(f"a crontab expression has 5 fields (minute hour day month day-of-week): {v!r}")
+        utc = ZoneInfo("UTC")
         try:
-            cron_trigger(v, ZoneInfo("UTC"))
+            trigger = cron_trigger(v, utc)
         except (ValueError, IndexError) as e:
             raise ValueError(f"not a crontab expression ({e}): {v!r}") from e
+        # from a fixed date, so the same file is judged the same way every day; the search covers every
+        # year a trigger can reach, leap days included
+        if trigger.get_next_fire_time(None, datetime(2000, 1, 1, tzinfo=utc)) is None:
+            raise ValueError(f"never fires: no date matches {v!r} (day {v.split()[2]} of month {v.split()[3]})")
         return v
 
     @field_validator("timezone")
@@ -517,10 +548,41 @@ class WebSettings(_Section):
     session_max_age_s: int = Field(8 * 3600, ge=60, description="Seconds a login lasts.")
     secure_cookies: bool = Field(False, description="Send the session cookie over HTTPS only (set true behind "
                                  "TLS).")
-    login_max_failures: int = Field(5, ge=1, description="Failed logins per user name and address before "
-                                    "further attempts are slowed down.")
-    login_delay_s: float = Field(1.0, ge=0, description="Delay per failed attempt beyond the limit (doubles, "
-                                 "capped at 30 s).")
+    login_max_failures: int = Field(5, ge=1, description="Failed logins per user name (counted in the database, "
+                                    "so parallel requests and several server processes share the count) "
+                                    "answered at once; further attempts are slowed down, then refused.")
+    login_max_failures_per_address: int = Field(20, ge=1, description="The same limit per client address "
+                                                "(whatever the user names tried).")
+    login_delay_s: float = Field(1.0, ge=0, description="Delay of the first attempt beyond a limit; it doubles "
+                                 "with each further one (0 turns slowing down and refusing off).")
+    login_max_delay_s: float = Field(30.0, gt=0, description="An attempt that would wait longer than this is "
+                                     "refused (429) without checking its password, until login_window_s has "
+                                     "passed.")
+    login_window_s: int = Field(900, ge=1, description="Seconds after the last counted attempt when a name's or "
+                                "address's failures are forgotten.")
+    trusted_proxies: tuple[str, ...] = Field((), description="Addresses or CIDR networks of reverse proxies whose "
+                                             "X-Forwarded-For header names the client (for the login limits); "
+                                             "from anyone else the header is ignored. Default: none.")
+    header_timeout_s: float = Field(10.0, gt=0, le=300, description="Seconds a client has to send a whole request "
+                                    "line, headers and form body, from connecting or from its first byte; a "
+                                    "slower one is disconnected.")
+    keep_alive_s: int = Field(5, ge=1, le=300, description="Seconds an idle connection is kept open after a "
+                              "response for the next request.")
+    max_header_bytes: int = Field(16384, ge=1024, le=1048576, description="Most bytes of a request line and "
+                                  "headers held while waiting for their end; more is answered 400 and closed.")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress
+
+        for entry in v:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"'{entry}' is not an IP address or CIDR network (e.g. 10.0.0.5 or "
+                                 "10.0.0.0/24)") from None
+        return v
 
 
 class Settings(_Section):
@@ -566,6 +628,31 @@ def _line_index(text: str) -> dict[tuple[str, ...], int]:
     if root is not None:
         walk(root, ())
     return lines
+
+
+def _expanded_size(root: yaml.Node | None) -> int:
+    """How many nodes the document holds with every alias expanded, counted without expanding them
+    (an alias is the same node object, so sizes are memoised per node)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key not in sizes:
+            sizes[key] = 1  # a recursive alias counts once instead of recursing forever
+            children: list[yaml.Node] = []
+            if isinstance(node, yaml.MappingNode):
+                children = [n for pair in node.value for n in pair]
+            elif isinstance(node, yaml.SequenceNode):
+                children = list(node.value)
+            total = 1
+            for child in children:
+                total += size(child)
+                if total > MAX_CONFIG_NODES:
+                    break
+            sizes[key] = total
+        return sizes[key]
+
+    return 0 if root is None else size(root)
 
 
 def _suggest(loc: tuple[str, ...], model: type[BaseModel]) -> str:
@@ -625,14 +712,24 @@ def load_settings(path: str | os.PathLike[str]) -> Settings:
     """Read and validate a config file, reporting every problem at once."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(str(path), [ConfigIssue("(file)", f"larger than {MAX_CONFIG_BYTES:,} bytes: "
+                                                      "not a configuration file")])
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as e:
         raise ConfigError(str(path), [ConfigIssue("(file)", "config file not found")]) from e
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(str(path), [ConfigIssue("(file)", f"cannot read: {e}")]) from e
     try:
+        nodes = _expanded_size(yaml.compose(text, Loader=yaml.SafeLoader))
+        if nodes > MAX_CONFIG_NODES:
+            raise ConfigError(str(path), [ConfigIssue(
+                "(aliases)", f"expands to more than {MAX_CONFIG_NODES:,} values through YAML aliases (*name); "
+                "write the values out instead")])
         data = yaml.safe_load(text)
         lines = _line_index(text)
+    except RecursionError as e:
+        raise ConfigError(str(path), [ConfigIssue("(syntax)", "nested too deeply to be a configuration")]) from e
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

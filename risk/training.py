@@ -13,7 +13,7 @@ from risk.backtest import Backtest, OriginData, build_panel
 from risk.dictionary import feature_names, model_feature_names
 from risk.labels import outcome_for
 from risk.model import TrainedModel, TrainingRows, train
-from risk.registry import ModelRecord, Registry, RegistryError
+from risk.registry import ModelExistsError, ModelRecord, Registry, RegistryError
 from risk.settings import Settings
 from risk.sources import Sources
 
@@ -85,7 +85,7 @@ def train_and_register(settings: Settings, sources: Sources, as_of: date, backte
     }
     try:
         record = registry.register(model, metadata, model_id)
-    except RegistryError:
+    except ModelExistsError:
         record = registry.get(model_id)  # the same data and settings gave the same model: keep the first
     promoted, reason = registry.consider(record, settings.model.promotion_tolerance)
     return TrainingResult(record, promoted, reason)

@@ -13,7 +13,7 @@ import asyncio
 import socket
 import threading
 from dataclasses import dataclass, field
-from email import message_from_bytes, policy
+from email import message_from_string, policy
 from email.message import EmailMessage
 from typing import Any
 
@@ -42,8 +42,10 @@ class Received:
 
     @property
     def message(self) -> EmailMessage:
-        """The message parsed with the modern e-mail API."""
-        return message_from_bytes(self.data, policy=policy.default)  # type: ignore[return-value]
+        """The message parsed with the modern e-mail API (headers as UTF-8: the bytes parser would leave an
+        SMTPUTF8 message's non-ASCII address as surrogates)."""
+        return message_from_string(self.data.decode("utf-8", "surrogateescape"),  # type: ignore[return-value]
+                                   policy=policy.default)
 
     @property
     def header_block(self) -> bytes:
@@ -108,11 +110,13 @@ class SmtpServer:
     """A real aiosmtpd server on 127.0.0.1 that can be stopped and started again on the same port.
 
     With ``credentials`` the server offers AUTH without TLS (loopback only) and
-    requires it before MAIL; with ``offer_auth=False`` it offers no AUTH at all.
+    requires it before MAIL; with ``offer_auth=False`` it offers no AUTH at all; with ``smtputf8=False`` it
+    does not offer SMTPUTF8 (addresses with non-ASCII characters).
     """
 
     def __init__(self, port: int | None = None, *, credentials: tuple[str, str] | None = None,
-                 offer_auth: bool = True) -> None:
+                 offer_auth: bool = True, smtputf8: bool = True) -> None:
+        self.smtputf8 = smtputf8
         self.host = HOST
         self.port = port or free_port()
         self.credentials = credentials
@@ -147,7 +151,8 @@ class SmtpServer:
             # AUTH without TLS is fine on loopback; the handler, not aiosmtpd, enforces it (no warning)
             kwargs = {"authenticator": self._authenticate, "auth_require_tls": False}
         self.handler.require_auth = self.credentials is not None
-        controller = Controller(self.handler, hostname=self.host, port=self.port, ready_timeout=10, **kwargs)
+        controller = Controller(self.handler, hostname=self.host, port=self.port, ready_timeout=10,
+                                enable_SMTPUTF8=self.smtputf8, **kwargs)
         controller.start()
         self._controller = controller
         return self

@@ -6,6 +6,7 @@ import dataclasses
 import gzip
 import logging
 import os
+import shutil
 from datetime import date
 from pathlib import Path
 
@@ -246,3 +247,22 @@ def test_a_family_with_errors_is_never_stored_and_a_day_before_its_latest_date_c
     assert len([n for n in _entries(settings.paths.cache) if "-evictions-" in n]) == 1
     _, again = collect(settings, date(2015, 6, 1), store)  # a stored clean family, read on an earlier day
     assert [str(p) for p in again if p.family == "evictions"] == [str(p) for p in problems if p.family == "evictions"]
+
+
+def test_moving_the_project_folder_with_its_data_keeps_the_file_keys_and_forces_no_retraining(
+        world, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from risk.dictionary import feature_names
+    from risk.pipeline import retrain_reason
+    from risk.registry import ModelRecord
+
+    before = load_sources(load_settings(world.config))
+    moved = tmp_path_factory.mktemp("elsewhere") / "moved"
+    shutil.copytree(world.root, moved)
+    shutil.rmtree(world.root)
+    settings = load_settings(moved / world.config.name)
+    after = load_sources(settings)
+    assert after.file_hashes == before.file_hashes
+    assert all(not key.startswith("/") for key in after.file_hashes)
+    trained = ModelRecord("m", moved, {"features": feature_names(settings.features.spatial_lags),
+                                       "data_hashes": before.file_hashes, "as_of": "2018-03-05"})
+    assert retrain_reason(settings, trained, None, after, date(2018, 3, 5)) is None

@@ -129,3 +129,68 @@ def test_a_message_the_server_accepted_just_before_a_kill_is_sent_again_with_the
         assert run_until(config, ["run", "--as-of", WEEKS[1]], None, tmp_path / "reached").exit_code == 0
         ids = [str(m.message["Message-ID"]) for m in server.messages]
     assert len(ids) == 2 and ids[0] == ids[1]
+
+
+def _damaged(db: Path) -> bool:
+    """Whether SQLite itself finds the file damaged (its check may also fail outright on a bad page)."""
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("PRAGMA integrity_check").fetchall() != [("ok",)]
+    except sqlite3.DatabaseError:
+        return True
+
+
+def test_a_damaged_database_is_refused_before_any_stage_and_db_check_reports_it(
+        tmp_path: Path, trained_job: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from risk.cli import main
+
+    def cli(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(main, ["--config", str(config), *args])
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+        return result.exit_code, result.output
+
+    config = job_config(tmp_path / "job", recipients=RECIPIENTS[:1])
+    shutil.copytree(trained_job / "models", tmp_path / "job" / "models")
+    assert run_until(config, ["run", "--as-of", WEEKS[1]], None, tmp_path / "reached").exit_code == 0
+    db = tmp_path / "job" / "state" / "risk.sqlite"
+    code, output = cli("db", "check")
+    assert code == 0 and f"{db}: ok (PRAGMA integrity_check; rows: " in output and f"scores {KING_TRACTS}" in output
+    backup = tmp_path / "backup.sqlite"
+    assert cli("db", "backup", str(backup)) == (0, f"backed up {db} to {backup} ({backup.stat().st_size:,} bytes)\n")
+
+    with sqlite3.connect(db) as conn:  # everything into the main file, so the damage below is what is read
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size, pages = (conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_size", "page_count"))
+    with db.open("r+b") as f:  # one page in the middle of the file overwritten, as a failing disk might
+        f.seek(page_size * (pages // 2))
+        f.write(b"\xff" * page_size)
+    assert _damaged(db)
+    features = {p: p.stat().st_mtime_ns for p in (tmp_path / "job" / "state" / "features").iterdir()}
+    sent = sorted(p.name for p in (tmp_path / "job" / "outbox").iterdir())
+
+    proc = subprocess.run([str(Path(sys.executable).with_name("risk")), "--config", str(config), "run", "--as-of",
+                           "2018-03-12"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 4, proc.stderr
+    assert f"error: the database {db} is damaged (" in proc.stderr and "nothing was run" in proc.stderr
+    assert "restore the database from its last backup" in proc.stderr and "`risk db check`" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout and len(proc.stderr.strip().splitlines()) == 1
+    # refused before the first stage: no features written, no message sent
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "job" / "state" / "features").iterdir()} == features
+    assert sorted(p.name for p in (tmp_path / "job" / "outbox").iterdir()) == sent
+
+    code, output = cli("db", "check")
+    assert code == 4 and f"error: the database {db} is damaged: " in output and "PRAGMA integrity_check" in output
+    code, output = cli("db", "backup", str(backup))
+    assert code == 4 and f"no backup was written and {backup} is unchanged" in output
+    assert not _damaged(backup)
+
+    for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):  # what the message says
+        stale.unlink(missing_ok=True)
+    shutil.copy(backup, db)
+    assert cli("db", "check")[0] == 0

@@ -708,3 +708,62 @@ def test_the_config_has_no_place_for_smtp_secrets() -> None:
             SmtpSettings(**{secret: "x"})
     assert set(SmtpSettings.model_fields) == {"host", "port", "security", "username_env", "password_env",
                                               "timeout_s"}
+
+
+# ---------------------------------------------------------------- addresses as the transport sends them
+
+
+def test_a_name_holding_an_address_cannot_change_where_the_message_goes(bundled_settings: Settings, engine: Engine,
+                                                                        server: SmtpServer) -> None:
+    eve = Recipient(name='Eve <boss@attacker.example>, "x" y@attacker.example', email="eve@example.org")
+    queue(engine, None, [Outgoing(idempotency_key(eve.email, "digest", WEEK), WEEK, "digest", eve.email,
+                                  _message(bundled_settings, eve))])
+    assert send_queued(engine, _smtp(server)).sent == 1
+    (received,) = server.messages
+    assert received.rcpt_tos == ("eve@example.org",)
+    (to,) = received.message["To"].addresses
+    assert to.addr_spec == "eve@example.org" and to.display_name == 'Eve <boss@attacker.example>, "x" y@attacker.example'
+
+
+def test_a_non_ascii_address_is_sent_with_smtputf8_and_the_others_still_get_theirs(
+        bundled_settings: Settings, engine: Engine, server: SmtpServer) -> None:
+    queue(engine, None, [_outgoing(bundled_settings, "zoë@example.org", "Zoë"),
+                         _outgoing(bundled_settings, "ann@example.org", "Ann")])
+    assert send_queued(engine, _smtp(server)).sent == 2
+    got = {r.rcpt_tos: r for r in server.messages}
+    assert set(got) == {("zoë@example.org",), ("ann@example.org",)}
+    (to,) = got[("zoë@example.org",)].message["To"].addresses
+    assert to.addr_spec == "zoë@example.org" and to.display_name == "Zoë"
+
+
+def test_a_non_ascii_address_fails_alone_on_a_server_without_smtputf8(bundled_settings: Settings,
+                                                                       engine: Engine) -> None:
+    with SmtpServer(smtputf8=False) as plain:
+        queue(engine, None, [_outgoing(bundled_settings, "zoë@example.org", "Zoë"),
+                             _outgoing(bundled_settings, "ann@example.org", "Ann")])
+        report = send_queued(engine, _smtp(plain))
+        assert (report.sent, report.failed) == (1, 1)
+        assert [r.rcpt_tos for r in plain.messages] == [("ann@example.org",)]
+    row = _rows(engine)["zoë@example.org"]
+    assert row["state"] == "failed" and "SMTPUTF8" in row["last_error"]
+
+
+def test_the_file_transport_writes_a_non_ascii_address_as_utf8(bundled_settings: Settings, engine: Engine,
+                                                               tmp_path: Path) -> None:
+    cfg = DeliverySettings(**{"transport": "file", "outbox_dir": tmp_path / "outbox", "from": SENDER, "backoff_s": 0})
+    queue(engine, None, [_outgoing(bundled_settings, "zoë@example.org", "Zoë")])
+    assert send_queued(engine, cfg).sent == 1
+    (eml,) = (tmp_path / "outbox").iterdir()
+    msg = Received("", (), eml.read_bytes(), False, None).message
+    assert [a.addr_spec for a in msg["To"].addresses] == ["zoë@example.org"]
+
+
+@pytest.mark.parametrize("address", ["zoë@example.org", "ZOË@Example.org"])
+def test_config_accepts_an_internationalised_address(address: str) -> None:
+    assert Recipient(name="Zoë", email=address).email == address
+
+
+@pytest.mark.parametrize("address", ["zoë@@example.org", "zoë@example", "a b@example.org", "x@localhost.test"])
+def test_config_refuses_an_address_no_transport_could_send(address: str) -> None:
+    with pytest.raises(ValidationError, match="not a valid e-mail address"):
+        Recipient(name="X", email=address)

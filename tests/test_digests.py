@@ -15,7 +15,7 @@ import re
 from datetime import date
 from email import policy
 from email.message import EmailMessage, MIMEPart
-from email.utils import formataddr, getaddresses
+from email.utils import getaddresses
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +26,7 @@ from mailparts import html_of, text_of
 import risk.digests
 from risk.delivery import Outgoing
 from risk.digests import RunOutputs, compose
-from risk.messages import MAIL_POLICY, TractRow, build_message, one_line
+from risk.messages import MAIL_POLICY, TractRow, build_message, one_line, to_header
 from risk.settings import AlertSettings, Recipient, Settings
 from risk.sources import Sources
 from risk.templating import TEMPLATES, environment
@@ -68,7 +68,7 @@ def _plain(settings: Settings, recipient: Recipient, kind: str, rows: list[Tract
         subject = f"High displacement risk: {', '.join(r.name for r in rows[:3])}"
     msg["Subject"] = one_line(subject)
     msg["From"] = settings.delivery.from_
-    msg["To"] = formataddr((one_line(recipient.name), recipient.email))
+    msg["To"] = to_header(recipient.name, recipient.email)
     msg["Date"] = "Fri, 01 Mar 2019 00:00:00 GMT"
     msg["Message-ID"] = "<fixed@example.org>"
     msg.set_content(env.get_template(f"email/{kind}.txt.j2").render(**context))
@@ -198,3 +198,43 @@ def test_the_area_map_fills_each_flagged_tract_with_its_tier_colour(bundled_sour
     assert share(TIER_COLOURS["high"]) > 0.005 and share(TIER_COLOURS["elevated"]) > 0.005
     assert share(TIER_COLOURS["watch"]) == 0
     assert share("#f2f2f2") > 0.1  # the other tracts, unflagged
+
+
+def test_one_recipient_whose_message_cannot_be_written_does_not_stop_the_others(
+        bundled_settings: Settings, bundled_sources: Sources) -> None:
+    geoids, outputs = _outputs(bundled_sources)
+    # an address older validation let through (a recipients CSV edited after `config check`): built unvalidated
+    broken = Recipient.model_construct(name="Bad", email="bad\udcff@example.org", areas=tuple(geoids),
+                                       immediate=False, empty_digest=False)
+    people = (Recipient(name="Zoë", email="zoë@example.org", areas=tuple(geoids)), broken,
+              Recipient(name="Ann", email="ann@example.org", areas=tuple(geoids)))
+    settings = bundled_settings.model_copy(update={"alerts": AlertSettings(recipients=people, top_waterfalls=0)})
+    problems: list[str] = []
+    _, outgoing = compose(settings, bundled_sources.tracts, outputs, problems=problems)
+    assert [o.recipient for o in outgoing] == ["zoë@example.org", "ann@example.org"]
+    (problem,) = problems
+    assert "bad" in problem and "digest" in problem
+
+
+def test_a_bad_row_of_the_recipients_csv_is_left_out_of_the_run_and_refused_by_config_check(
+        bundled_settings: Settings, bundled_sources: Sources, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from risk.cli import main
+
+    geoids, outputs = _outputs(bundled_sources)
+    people = tmp_path / "people.csv"
+    people.write_text("name,email,areas\nAnn,ann@example.org,all\nTypo,typo@@example.org,all\n", encoding="utf-8")
+    settings = bundled_settings.model_copy(update={"alerts": AlertSettings(recipients_csv=people, top_waterfalls=0)})
+    problems: list[str] = []
+    _, outgoing = compose(settings, bundled_sources.tracts, outputs, problems=problems)
+    assert [o.recipient for o in outgoing] == ["ann@example.org"]
+    assert len(problems) == 1 and "line 3" in problems[0] and "typo@@example.org" in problems[0]
+
+    config = tmp_path / "config.yaml"
+    text = bundled_settings.config_path.read_text(encoding="utf-8")
+    config.write_text(text + f"\nalerts:\n  recipients_csv: {people}\n", encoding="utf-8")
+    for src in ("data",):  # the bundled config's relative paths
+        (tmp_path / src).symlink_to(bundled_settings.base_dir / src)
+    result = CliRunner().invoke(main, ["--config", str(config), "config", "check"])
+    assert result.exit_code == 2 and "line 3" in result.output, result.output

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from collections.abc import Callable
 from pathlib import Path
 
+import geopandas as gpd
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -39,6 +41,20 @@ def _write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
+def _cut_row(path: Path, row: int, keep: int) -> None:
+    """Data row ``row`` keeps only its first ``keep`` fields: a line cut short."""
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    rows[row + 1] = rows[row + 1][:keep]
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh, lineterminator="\n").writerows(rows)
+
+
+def _projected_as_degrees(path: Path) -> None:
+    """UTM metres in a file that says (by saying nothing, as GeoJSON does) they are longitude and latitude."""
+    gpd.read_file(path).to_crs(32610).set_crs(4326, allow_override=True).to_file(path, driver="GeoJSON")
+
+
 def _truncate(path: Path) -> None:
     data = path.read_bytes().rstrip(b"\n")
     last = data.rfind(b"\n")
@@ -56,6 +72,8 @@ CASES: list[tuple[str, str, Callable[[Path], None], list[str]]] = [
      ["tracts.geojson", "53033000100 appears more than once"]),
     ("boundaries-empty", "boundaries", lambda p: _write(p, b'{"type": "FeatureCollection", "features": []}'),
      ["tracts.geojson"]),
+    ("boundaries-projected-as-degrees", "boundaries", _projected_as_degrees,
+     ["tracts.geojson", "declares EPSG:4326", "look projected"]),
     # demographics (UDP database)
     ("udp-empty-file", "udp", lambda p: _write(p, b""), ["udp.csv", "file is empty"]),
     ("udp-header-only", "udp", lambda p: _write(p, p.read_bytes().split(b"\n")[0] + b"\n"), ["udp.csv", "no data rows"]),
@@ -85,6 +103,8 @@ CASES: list[tuple[str, str, Callable[[Path], None], list[str]]] = [
      ["evictions.csv", "column 'eviction-filings'", "required column is missing"]),
     ("evictions-bad-geoid", "evictions", lambda p: _set(p, 3, "GEOID", "5303300"),
      ["evictions.csv", "line 5", "'5303300' is not an 11-digit census tract GEOID"]),
+    ("evictions-row-cut-short", "evictions", lambda p: _cut_row(p, 5, 5),
+     ["evictions.csv", "line 7", "expected 27 fields, found 5"]),
     ("evictions-fractional-year", "evictions", lambda p: _set(p, 2, "year", "2002.5"),
      ["evictions.csv", "line 4", "column 'year'", "not a whole number"]),
     # rent (Zillow tract)

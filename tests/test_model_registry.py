@@ -132,3 +132,37 @@ def test_training_succeeds_when_the_older_origins_hold_no_positive() -> None:
     assert np.isfinite(p).all() and ((p > 0) & (p < 1)).all()
     one = train([origin(2005, 1)], names, 7)  # one positive: a stratified fold without it
     assert np.isfinite(one.predict(origin(2006, 0).X)).all()
+
+
+# ---------------------------------------------------------------- a full or read-only disk
+
+
+def test_a_full_disk_while_the_model_is_written_is_an_output_error_naming_the_path(rows, tmp_path: Path) -> None:
+    from mounts import fill, tmpfs
+
+    from risk.errors import OutputError
+
+    model = _model(rows)
+    with tmpfs(tmp_path / "models", "256k") as root:
+        registry = Registry(root)
+        registry.register(model, {"outcome": "eviction_surge"}, "first")
+        registry.promote("first")
+        fill(root)
+        with pytest.raises(OutputError, match=r"cannot write model second to .*models/second") as e:
+            registry.register(_model(rows, seed=8), {"outcome": "eviction_surge"}, "second")
+        assert e.value.exit_code == 4
+        (root / ".filler").unlink()
+        assert [r.model_id for r in registry.list()] == ["first"]  # nothing half-written left behind
+        assert registry.champion("eviction_surge").model_id == "first"
+        assert not [p for p in root.iterdir() if p.name.startswith(".second")]
+
+
+def test_a_read_only_registry_is_an_output_error_not_a_missing_model(rows, tmp_path: Path) -> None:
+    from mounts import tmpfs
+
+    from risk.errors import OutputError
+
+    with tmpfs(tmp_path / "models", "1m", readonly=True) as root:
+        with pytest.raises(OutputError, match=r"cannot write to the model registry .*models") as e:
+            Registry(root).register(_model(rows), {"outcome": "eviction_surge"}, "m")
+        assert e.value.exit_code == 4

@@ -112,3 +112,37 @@ def test_the_bundled_config_is_valid() -> None:
 def test_the_database_may_be_any_sqlalchemy_url(world: World) -> None:
     _replace(world.config, "  database: state/risk.sqlite", "  database: postgresql://risk@db.example/risk")
     assert load_settings(world.config).paths.database == "postgresql://risk@db.example/risk"
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once_with_exit_2(world: World) -> None:
+    import time
+
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    world.config.write_text(world.config.read_text() + "\nbomb:\n" + "\n".join("  " + x for x in lines) + "\n")
+    started = time.monotonic()
+    result = CliRunner().invoke(main, ["--config", str(world.config), "config", "check"])
+    assert result.exit_code == 2, result.output
+    assert "(aliases)" in result.output and "20,000" in result.output
+    assert time.monotonic() - started < 5  # expanded, this file would hold 10^9 strings
+
+
+def test_a_few_yaml_aliases_within_the_limit_still_work(world: World) -> None:
+    text = world.config.read_text().replace("region:", "x-shared: &fips [\"53033\"]\nregion:", 1)
+    world.config.write_text(text.replace('county_fips: ["53033"]', "county_fips: *fips"))
+    with pytest.raises(ConfigError) as e:  # the anchor's own key is unknown; the alias itself is fine
+        load_settings(world.config)
+    assert [i.key for i in e.value.issues] == ["x-shared"]
+
+
+def test_a_cron_expression_that_never_fires_is_refused(world: World) -> None:
+    world.config.write_text(world.config.read_text() + '\nschedule:\n  cron: "0 0 30 2 *"\n')
+    with pytest.raises(ConfigError) as e:
+        load_settings(world.config)
+    (issue,) = e.value.issues
+    assert issue.key == "schedule.cron" and "never fires" in issue.message and issue.line is not None
+
+
+def test_a_cron_expression_firing_only_on_leap_days_is_accepted(world: World) -> None:
+    world.config.write_text(world.config.read_text() + '\nschedule:\n  cron: "0 0 29 2 *"\n')
+    assert load_settings(world.config).schedule.cron == "0 0 29 2 *"

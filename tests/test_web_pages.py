@@ -330,7 +330,9 @@ def test_admins_add_users_change_roles_and_lock_people_out(app: FastAPI, clients
     nina = login(client_for(app), "nina", "nina-password")
     assert nina.get("/audit").status_code == 200
     admin.post("/admin/users/nina", data={"role": "viewer", "active": "yes", "csrf_token": token(admin)})
-    assert nina.get("/audit").status_code == 403  # the role is read from the database on every request
+    assert nina.get("/audit").status_code == 401  # a role change ends the sessions of the user
+    nina = login(client_for(app), "nina", "nina-password")
+    assert nina.get("/audit").status_code == 403  # back as a viewer
     admin.post("/admin/users/nina", data={"role": "viewer", "active": "no", "csrf_token": token(admin)})
     assert nina.get("/").status_code == 401
     changes = accounts.audit_entries(state.engine, target="nina")

@@ -27,6 +27,7 @@ from web_support import (
     build_state,
     client_for,
     csrf_of,
+    fresh_login_counts,  # noqa: F401 (an autouse fixture)
     login,
     token,
     web_config,
@@ -197,7 +198,7 @@ def test_hostile_path_parameters_are_refused_without_echo(admin: TestClient, pay
 
 @pytest.mark.parametrize("payload", SQLI)
 def test_sql_in_the_login_name_or_password_does_not_log_in(state: WebState, payload: str) -> None:
-    client = client_for(app_for(state))  # its own login throttle: these failures must not slow other tests
+    client = client_for(app_for(state))
     for name, password in ((payload, "anything-at-all"), ("pat", payload), (payload, payload)):
         response = client.post("/login", data={"name": name, "password": password, "next": "/",
                                                "csrf_token": csrf_of(client.get("/login").text)})

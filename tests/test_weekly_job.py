@@ -237,3 +237,42 @@ def test_the_heartbeat_keeps_the_lock_fresh_and_a_taken_lock_is_noticed(tmp_path
     lock.release()
     with engine.connect() as conn:
         assert conn.execute(locks.select()).mappings().one()["owner"] == "someone-else"  # not ours to delete
+
+
+def _stored(db: Path) -> tuple[list, int, list, list]:
+    """Runs, the number of scores, the outbox and the lock rows, read with SQLite itself."""
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        return (conn.execute("SELECT id, status, finished_at FROM runs ORDER BY id").fetchall(),
+                conn.execute("SELECT COUNT(*) FROM scores").fetchone()[0],
+                conn.execute("SELECT key, state, sent_at FROM outbox ORDER BY key").fetchall(),
+                conn.execute("SELECT * FROM locks").fetchall())
+
+
+def test_a_database_another_process_keeps_locked_stops_the_run_with_exit_6_after_the_timeout(
+        tmp_path: Path, trained_job: Path) -> None:
+    import sqlite3
+
+    config = _job(tmp_path, trained_job, sections={"paths": {"database_busy_timeout_s": 1}})
+    assert _cli(config, "run", "--as-of", str(AS_OF))[0] == 0  # the good state that must survive
+    db = tmp_path / "state" / "risk.sqlite"
+    before = _stored(db)
+    champion = (tmp_path / "models" / "champion.json").read_text()
+    holder = sqlite3.connect(db, isolation_level=None)  # its own connection: SQLite locks it like another process
+    holder.execute("BEGIN IMMEDIATE")  # the write lock, held until the ROLLBACK
+    try:
+        started = time.monotonic()
+        proc = subprocess.run([str(RISK), "--config", str(config), "run", "--as-of", "2018-03-12"],
+                              capture_output=True, text=True, timeout=120)
+        waited = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert proc.returncode == 6, proc.stderr
+    assert f"error: the database {db} is busy: another process has held a lock on it for more than 1 s " \
+           "(paths.database_busy_timeout_s)" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout and len(proc.stderr.strip().splitlines()) == 1
+    assert waited >= 1
+    assert _stored(db) == before  # the last run, its scores and the outbox as they were; no lock left behind
+    assert (tmp_path / "models" / "champion.json").read_text() == champion

@@ -8,16 +8,23 @@ memoised here instead.
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, delete
 
 from conftest import bundled_config_copy
 from risk import accounts
@@ -129,3 +136,88 @@ def client_for(app: FastAPI, name: str | None = None) -> TestClient:
     """A test client of ``app``, logged in as ``name`` if given; server errors come back as 500 pages."""
     client = TestClient(app, raise_server_exceptions=False)
     return login(client, name) if name else client
+
+
+def forget_login_attempts(engine: Engine) -> None:
+    """Clear the counted login attempts (they live in the database every test here shares)."""
+    with engine.begin() as conn:
+        conn.execute(delete(accounts.login_failures))
+
+
+@pytest.fixture(autouse=True)
+def fresh_login_counts(state: WebState) -> Iterator[None]:
+    """Each test starts with no failed login counted against any name or address (imported: autouse)."""
+    forget_login_attempts(state.engine)
+    yield
+
+
+# ---------------------------------------------------------------- a real server
+
+
+@contextlib.contextmanager
+def serving(app: FastAPI) -> Iterator[int]:
+    """``app`` served by uvicorn as `risk serve` configures it, on a free loopback port, in a thread; the port."""
+    import uvicorn
+
+    from risk.web.server import server_config
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    server = uvicorn.Server(server_config(app, app.state.settings, "127.0.0.1", port, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@dataclass
+class Answer:
+    """A real server's answer: status, body and the session cookie it set (if any)."""
+
+    status: int
+    text: str
+    cookie: str | None
+
+
+def http_request(port: int, method: str, path: str, form: dict[str, str] | None = None,
+                 headers: dict[str, str] | None = None) -> Answer:
+    """One request over a fresh loopback connection (the standard library's client: no connection reuse)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        body = urlencode(form) if form is not None else None
+        sent = dict(headers or {})
+        if body is not None:
+            sent["Content-Type"] = "application/x-www-form-urlencoded"
+        conn.request(method, path, body=body, headers=sent)
+        response = conn.getresponse()
+        cookie = response.getheader("set-cookie")
+        return Answer(response.status, response.read().decode("utf-8", "replace"),
+                      cookie.split(";", 1)[0] if cookie else None)
+    finally:
+        conn.close()
+
+
+def login_form(port: int) -> tuple[str, str]:
+    """A fresh visitor's session cookie and the login form's CSRF token."""
+    page = http_request(port, "GET", "/login")
+    assert page.cookie is not None
+    return page.cookie, csrf_of(page.text)
+
+
+def try_login(port: int, name: str, password: str, cookie: str, csrf: str,
+              forwarded_for: str | None = None) -> Answer:
+    """POST the login form over a real connection, optionally with an X-Forwarded-For header."""
+    headers = {"Cookie": cookie}
+    if forwarded_for is not None:
+        headers["X-Forwarded-For"] = forwarded_for
+    return http_request(port, "POST", "/login", {"name": name, "password": password, "next": "/",
+                                                 "csrf_token": csrf}, headers)

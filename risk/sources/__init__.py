@@ -8,6 +8,7 @@ when any is an error, so nothing downstream runs on invalid input.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -20,6 +21,7 @@ import pandas as pd
 from risk.errors import DataValidationError, Problem
 from risk.files import EntryStore
 from risk.settings import Settings
+from risk.sources._bounded import ReadLimits
 from risk.sources._tables import ProblemLog
 from risk.sources.boundaries import load_boundaries
 from risk.sources.demographics import empty_long, load_demographics
@@ -81,7 +83,9 @@ class Sources:
         )
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: Path, limits: ReadLimits | None = None) -> str:
+    if limits is not None and path.stat().st_size > limits.max_bytes:
+        return "over sources.max_file_mb"  # its loader refuses it: hashing a sparse terabyte first would not be fast
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -98,6 +102,15 @@ def _compact(demographics: pd.DataFrame) -> pd.DataFrame:
 def input_files(settings: Settings) -> list[Path]:
     """Every input file the configuration names."""
     return [settings.sources.boundaries.path, *(p for files in _family_files(settings).values() for p in files)]
+
+
+def data_key(settings: Settings, path: Path | str) -> str:
+    """How a run and a model name an input file: inside the config file's folder, its path relative to that
+    folder, so that moving the project folder with its data changes no key (and forces no retraining); outside
+    it, the absolute path, which stays the same when the project folder moves without the data."""
+    path = Path(os.path.abspath(path))
+    base = Path(os.path.abspath(settings.base_dir))
+    return path.relative_to(base).as_posix() if path.is_relative_to(base) else path.as_posix()
 
 
 def _family_files(settings: Settings) -> dict[str, list[Path]]:
@@ -118,11 +131,13 @@ def collect(settings: Settings, today: date | None = None, store: EntryStore | N
     With a ``store``, a family whose files, settings and code are unchanged is read from it (see
     :mod:`risk.sources._stored`) instead of being parsed and checked again."""
     s, region, enc = settings.sources, settings.region, settings.sources.encoding
-    logs = {name: ProblemLog(name) for name in FAMILIES}
+    limits = ReadLimits(max_file_mb=s.max_file_mb, max_field_chars=s.max_field_chars)
+    logs = {name: ProblemLog(name, limits=limits) for name in FAMILIES}
     tracts = load_boundaries(s.boundaries, region, logs["boundaries"])
     if tracts is None:
         return None, logs["boundaries"].items
-    hashes = {str(p): _sha256(p) for p in input_files(settings)}
+    hashes = {str(p): _sha256(p, limits) for p in input_files(settings)}
+    relative = {data_key(settings, p): digest for p, digest in hashes.items()}
     known = tracts.index
     files = _family_files(settings)
 
@@ -131,7 +146,8 @@ def collect(settings: Settings, today: date | None = None, store: EntryStore | N
         from risk.sources._stored import StoredFamilies
 
         base = {"region": region.model_dump(mode="json"), "encoding": enc, "boundaries": hashes[str(s.boundaries.path)],
-                "boundary_settings": s.boundaries.model_dump(mode="json")}
+                "boundary_settings": s.boundaries.model_dump(mode="json"),
+                "limits": [limits.max_file_mb, limits.max_field_chars]}  # a lower limit must check the files again
         stored = StoredFamilies(store, base, hashes, today or date.today())
 
     def load(family: str, fn: Callable[[], T], section: object) -> T:
@@ -163,7 +179,7 @@ def collect(settings: Settings, today: date | None = None, store: EntryStore | N
             "evictions": pd.Timedelta(days=s.evictions.max_age_days if s.evictions else 0),
             "permits": pd.Timedelta(days=s.permits.max_gap_days if s.permits else 0),
         },
-        file_hashes=hashes,
+        file_hashes=relative,
         warnings=tuple(p for p in problems if p.severity == "warning"),
     )
     return sources, problems

@@ -2,16 +2,14 @@
 
 Loaders call :func:`read_table` and the ``check_*`` helpers; nothing here
 raises for bad data: problems are collected in a :class:`ProblemLog` so that
-``risk validate`` can report all of them at once.
+``risk validate`` can report all of them at once. A file is first scanned in
+chunks (:mod:`risk.sources._layout`), within the limits of
+:mod:`risk.sources._bounded`, and parsed only when its rows are sound.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
 import os
-import re
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from risk.errors import Problem
+from risk.sources._bounded import ReadLimits, Refused, ascii_compatible, as_utf8, byte_chunks, undecodable
+from risk.sources._layout import Layout, LineMap, scan
 
 SENTINEL_MAX = -1e8
 """Census/ACS annotation values (-666666666, -999999999, ...) are all below this."""
@@ -45,6 +45,8 @@ class ProblemLog:
 
     family: str
     items: list[Problem] = field(default_factory=list)
+    limits: ReadLimits = field(default_factory=ReadLimits)
+    """How much of a file may be read (``sources.max_file_mb``, ``sources.max_field_chars``)."""
     latest: pd.Timestamp | None = None
     """The latest date any check compared with today: while today is past it, no check can find the future."""
 
@@ -90,94 +92,100 @@ class Table:
     path: Path
     frame: pd.DataFrame
     encoding: str = "utf-8"
-    _lines: list[int] | None = None
-
-    @property
-    def text(self) -> str:
-        """The file's text, read again only when a problem needs a line number (a national file is gigabytes)."""
-        return _read_text(self.path, self.encoding, ProblemLog("")) or ""
+    lines: LineMap | None = None
+    """Where each data row starts, from the scan that preceded parsing."""
 
     def line(self, position: int) -> int:
         """1-based line of the file where data row ``position`` starts (header is line 1)."""
-        if self._lines is None:
-            reader = csv.reader(io.StringIO(self.text))
-            starts = []
-            start = 1
-            for _ in reader:
-                starts.append(start)
-                start = reader.line_num + 1
-            self._lines = starts[1:]
-        return self._lines[position] if position < len(self._lines) else position + 2
+        return self.lines.line(position) if self.lines is not None else position + 2
 
     def value(self, column: str, position: int) -> object:
         """The raw value at a row, for messages."""
         return self.frame[column].iloc[position]
 
 
-def _tail(path: Path, size: int = 1 << 16) -> bytes:
-    """The last bytes of a file, decompressed when gzipped, streamed so a big file costs no memory."""
-    if path.suffix != ".gz":
-        with path.open("rb") as fh:
-            fh.seek(max(0, path.stat().st_size - size))
-            return fh.read()
-    tail = b""
-    with gzip.open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            tail = (tail + block)[-size:]
-    return tail
-
-
-def _read_text(path: Path, encoding: str, log: ProblemLog) -> str | None:
+def _scan(path: Path, encoding: str, log: ProblemLog) -> Layout | None:
+    """The file's rows, or None once the reason it cannot be parsed is recorded: over a limit,
+    unreadable, empty, or rows whose number of fields differs from the header's."""
     try:
-        raw = path.read_bytes()
-        if path.suffix == ".gz":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as e:
-        log.add(path, f"cannot read file: {e}")
+        chunks = byte_chunks(path, log.limits)
+        layout = scan(chunks if ascii_compatible(encoding) else as_utf8(chunks, encoding),
+                      log.limits.max_field_chars)
+    except Refused as e:
+        log.add(path, e.message, line=e.line)
         return None
-    if not raw.strip():
+    except LookupError:
+        log.add(path, f"unknown text encoding '{encoding}' (sources.encoding)")
+        return None
+    if layout.header is None:
         log.add(path, "file is empty")
         return None
+    _report_bad_rows(path, layout, log)
+    return None if layout.bad_count else layout
+
+
+def _report_bad_rows(path: Path, layout: Layout, log: ProblemLog) -> None:
+    """Every row with the wrong number of fields: the first few by line, then how many more."""
+    expected = layout.header or 0
+    for row in layout.bad:
+        if not row.ended and row.fields < expected:
+            message = (f"file looks truncated: the last line has {row.fields} of {expected} fields "
+                       "and no line end")
+        else:
+            why = "the row is cut short" if row.fields < expected else \
+                "the row has more delimiters than the header (an unquoted comma?)"
+            message = f"malformed CSV row: expected {expected} fields, found {row.fields}; {why}"
+        log.add(path, message, line=row.line)
+    if (rest := layout.bad_count - len(layout.bad)) > 0:
+        log.add(path, f"... and {rest} more row{'s' if rest > 1 else ''} without {expected} fields "
+                f"(first at line {layout.bad[0].line})")
+
+
+def _report_undecodable(path: Path, encoding: str, error: Exception, log: ProblemLog) -> None:
+    """Name the line of the first byte that is not ``encoding`` text, reading the file again in chunks."""
     try:
-        return raw.decode(encoding).removeprefix("\ufeff")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        log.add(path, f"not valid {encoding} text (byte 0x{raw[e.start]:02x}); re-save the file as "
-                f"{encoding} or set sources.encoding", line=line)
-        return None
+        found = undecodable(path, encoding, log.limits)
+    except Refused as e:
+        log.add(path, e.message, line=e.line)
+        return
+    if found is None:
+        log.add(path, f"cannot read file: {error}")
+        return
+    line, byte = found
+    log.add(path, f"not valid {encoding} text (byte 0x{byte:02x}); re-save the file as "
+            f"{encoding} or set sources.encoding", line=line)
 
 
 def read_table(
     path: Path, log: ProblemLog, *, encoding: str, required: Iterable[str],
     dtype: dict[str, type] | None = None, any_of: Iterable[Iterable[str]] = (),
 ) -> Table | None:
-    """Parse a CSV, recording empty, undecodable, truncated or malformed files and missing columns."""
+    """Parse a CSV, recording empty, undecodable, truncated, oversized or malformed files and missing columns."""
+    layout = _scan(path, encoding, log)
+    if layout is None:
+        return None
     try:
         # parsed straight from the file: decoding it into one Python string first doubled peak memory
         # compression named as the other readers here see it (pandas would also unpack .zip, .bz2, .GZ ...)
         frame = pd.read_csv(path, dtype=dtype, low_memory=False, encoding=encoding, encoding_errors="strict",
                             compression="gzip" if path.suffix == ".gz" else None,
                             na_values=["NA", "N/A", "NULL", "null", ""], keep_default_na=True)
-    except (UnicodeDecodeError, pd.errors.EmptyDataError, OSError, EOFError, zlib.error) as e:
-        # the slow, careful read names the problem (line of a bad byte, an empty or unreadable file)
-        if _read_text(path, encoding, log) is not None:
-            log.add(path, "file has no header row" if isinstance(e, pd.errors.EmptyDataError)
-                    else f"cannot read file: {e}")
+    except UnicodeDecodeError as e:
+        _report_undecodable(path, encoding, e, log)
+        return None
+    except (pd.errors.EmptyDataError, OSError, EOFError, zlib.error) as e:
+        log.add(path, "file has no header row" if isinstance(e, pd.errors.EmptyDataError)
+                else f"cannot read file: {e}")
         return None
     except pd.errors.ParserError as e:
-        text_e = str(e).strip()
-        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text_e)
-        if m:
-            log.add(path, f"malformed CSV: expected {m.group(1)} fields, found {m.group(3)}", line=int(m.group(2)))
-        else:
-            log.add(path, f"malformed CSV: {text_e.removeprefix('Error tokenizing data. ')}")
+        # the scan found every ragged row; what is left (a quote never closed) pandas names by row count only
+        log.add(path, f"malformed CSV: {str(e).strip().removeprefix('Error tokenizing data. ')}")
         return None
     frame.columns = [str(c).strip() for c in frame.columns]
-    table = Table(path=path, frame=frame, encoding=encoding)
+    table = Table(path=path, frame=frame, encoding=encoding, lines=layout.lines)
     if frame.empty:
         log.add(path, "file has a header but no data rows")
         return None
-    _check_truncated(table, log)
     missing = [c for c in required if c not in frame.columns]
     for c in missing:
         log.add(path, "required column is missing", line=1, column=c)
@@ -190,24 +198,6 @@ def read_table(
     for c in dupes:
         log.add(path, "column name appears twice in the header", line=1, column=c[:-2])
     return None if missing or dupes else table
-
-
-def _check_truncated(table: Table, log: ProblemLog) -> None:
-    """A file cut off mid-row parses silently with NaN; catch it from the last line."""
-    try:
-        tail = _tail(table.path).decode(table.encoding, errors="replace")
-    except (OSError, EOFError, zlib.error):
-        return
-    if tail.endswith(("\n", "\r")):
-        return
-    last = re.split(r"\r\n|\r|\n", tail)[-1]
-    try:
-        fields = next(csv.reader([last]), [])
-    except csv.Error:  # a quote left open in the cut: the parser's own checks report that row
-        return
-    if len(fields) < len(table.frame.columns):
-        log.add(table.path, f"file looks truncated: the last line has {len(fields)} of "
-                f"{len(table.frame.columns)} fields and no line end", line=table.line(len(table.frame) - 1))
 
 
 def normalise_geoids(values: pd.Series) -> tuple[pd.Series, np.ndarray]:

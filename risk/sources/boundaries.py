@@ -1,22 +1,48 @@
-"""Tract boundaries from GeoJSON or GeoPackage: they define which tracts exist."""
+"""Tract boundaries from GeoJSON or GeoPackage: they define which tracts exist.
+
+Coordinates are checked against the CRS the file declares before anything
+projects them: projected values read as degrees (or degrees as metres) would
+otherwise pass here and fail later with a traceback far from the cause.
+"""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import geopandas as gpd
 import numpy as np
-from pyogrio.errors import DataSourceError, DataLayerError
+from pyogrio.errors import DataLayerError, DataSourceError
+from pyproj import CRS as ProjCRS
+from pyproj import Transformer
+from pyproj.exceptions import ProjError
 
 from risk.settings import BoundariesSource, RegionSettings
+from risk.sources._bounded import Refused, check_size
 from risk.sources._tables import ProblemLog, normalise_geoids
 
 CRS = "EPSG:4326"
+
+_US_AREAS = ((-180.0, 17.0, -64.0, 72.0), (172.0, 51.0, 180.0, 53.5), (144.0, 13.0, 146.5, 21.0),
+             (-171.5, -15.0, -168.0, -10.5))
+"""Where census tracts can lie, as (west, south, east, north) in degrees: the states, DC, Puerto Rico and the
+Virgin Islands; the Aleutians west of the antimeridian; Guam and the Northern Marianas; American Samoa."""
+
+_AREA_MARGIN = 1.0
+"""Degrees a projected file's extent may stray beyond its CRS's area of use (zones are used past their edges)."""
+
+Bounds = tuple[float, float, float, float]
 
 
 def load_boundaries(cfg: BoundariesSource, region: RegionSettings, log: ProblemLog) -> gpd.GeoDataFrame | None:
     """Tracts of the region as a GeoDataFrame indexed by GEOID (columns ``name``, ``geometry``)."""
     path = cfg.path
     try:
+        check_size(path, log.limits)
         frame = gpd.read_file(path, layer=cfg.layer, engine="pyogrio")
+    except Refused as e:
+        log.add(path, e.message)
+        return None
     except (DataSourceError, DataLayerError, ValueError, OSError) as e:
         reason = str(e).splitlines()[0].split(";")[0].replace(f"'{path}' ", "")
         log.add(path, f"cannot read as GeoJSON/GeoPackage: {reason}")
@@ -32,10 +58,9 @@ def load_boundaries(cfg: BoundariesSource, region: RegionSettings, log: ProblemL
     for i in np.flatnonzero(bad)[:5]:
         log.add(path, f"'{frame[cfg.geoid_column].iloc[i]}' is not an 11-digit tract GEOID",
                 line=int(i) + 1, column=cfg.geoid_column)
-    if frame.crs is None:
-        log.add(path, f"no coordinate reference system; assuming {CRS}", severity="warning")
-        frame = frame.set_crs(CRS)
-    frame = frame.to_crs(CRS)
+    frame = _in_degrees(frame, path, log)
+    if frame is None:
+        return None
     name = frame[cfg.name_column].astype("string") if cfg.name_column in frame.columns else geoids
     out = gpd.GeoDataFrame({"geoid": geoids, "name": name}, geometry=frame.geometry.values, crs=CRS)
     empty = out.geometry.isna() | out.geometry.is_empty
@@ -56,3 +81,91 @@ def load_boundaries(cfg: BoundariesSource, region: RegionSettings, log: ProblemL
         return None
     return out.set_index("geoid").sort_index()
 
+
+
+def _in_degrees(frame: gpd.GeoDataFrame, path: Path, log: ProblemLog) -> gpd.GeoDataFrame | None:
+    """The features in EPSG:4326, or None once the reason their coordinates cannot be trusted is recorded."""
+    bounds = _bounds(frame)
+    if not all(map(math.isfinite, bounds)):
+        return frame.set_crs(CRS) if frame.crs is None else frame.to_crs(CRS)  # no geometry: reported later
+    if frame.crs is None:
+        if not _lonlat(bounds):
+            log.add(path, f"no coordinate reference system, and the coordinates ({_extent(bounds)}) are not "
+                    "longitude/latitude: the file looks projected; declare its CRS (for example "
+                    "ogr2ogr -a_srs EPSG:<code> out.gpkg in.geojson)")
+            return None
+        log.add(path, f"no coordinate reference system; the coordinates ({_extent(bounds)}) look like "
+                f"longitude/latitude, so {CRS} is assumed", severity="warning")
+        return _in_region(frame.set_crs(CRS), bounds, f"assumed {CRS}", path, log)
+    problem = _implausible(frame.crs, bounds)
+    if problem is not None:
+        log.add(path, f"declares {_name(frame.crs)}, but {problem}; declare the CRS the coordinates are in")
+        return None
+    return _in_region(frame.to_crs(CRS), bounds, f"declared {_name(frame.crs)}", path, log)
+
+
+def _implausible(crs: ProjCRS, bounds: Bounds) -> str | None:
+    """Why coordinates with these bounds cannot be in ``crs``, or None when they can."""
+    if crs.is_geographic:
+        if _lonlat(bounds):
+            return None
+        return (f"the coordinates ({_extent(bounds)}) are outside longitude -180..180 / latitude -90..90 "
+                "(they look projected)")
+    degrees = _to_degrees(crs, bounds)
+    if degrees is None or not _lonlat(degrees):
+        return f"the coordinates ({_extent(bounds)}) do not convert to longitude/latitude in it"
+    area = crs.area_of_use
+    if area is None:
+        return None
+    allowed = (area.west - _AREA_MARGIN, area.south - _AREA_MARGIN, area.east + _AREA_MARGIN,
+               area.north + _AREA_MARGIN)
+    if area.west > area.east or _overlap(degrees, allowed):  # an area across the antimeridian: not judged
+        return None
+    where = area.name if len(area.name) <= 80 else area.name[:77] + "..."
+    return (f"the coordinates ({_extent(bounds)}) lie at {_extent(degrees, True)}, outside its area of use "
+            f"({where}: {_extent((area.west, area.south, area.east, area.north), True)})")
+
+
+def _in_region(frame: gpd.GeoDataFrame, bounds: Bounds, crs: str, path: Path,
+               log: ProblemLog) -> gpd.GeoDataFrame | None:
+    """The frame (in degrees), unless it lies nowhere near the United States, where tracts are."""
+    degrees = _bounds(frame)
+    if all(map(math.isfinite, degrees)) and any(_overlap(degrees, area) for area in _US_AREAS):
+        return frame
+    log.add(path, f"the coordinates ({_extent(bounds)}, {crs}) lie at {_extent(degrees, True)}, "
+            "nowhere near the United States, where census tracts are: the file's CRS is probably not the one "
+            "its coordinates are in")
+    return None
+
+
+def _bounds(frame: gpd.GeoDataFrame) -> Bounds:
+    west, south, east, north = (float(v) for v in frame.total_bounds)
+    return west, south, east, north
+
+
+def _to_degrees(crs: ProjCRS, bounds: Bounds) -> Bounds | None:
+    try:
+        out = Transformer.from_crs(crs, CRS, always_xy=True).transform_bounds(*bounds, densify_pts=21)
+    except ProjError:
+        return None
+    return out if all(map(math.isfinite, out)) else None
+
+
+def _lonlat(b: Bounds) -> bool:
+    return -180 <= b[0] <= b[2] <= 180 and -90 <= b[1] <= b[3] <= 90
+
+
+def _overlap(a: Bounds, b: Bounds) -> bool:
+    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+
+
+def _extent(b: Bounds, degrees: bool = False) -> str:
+    if degrees:
+        return f"longitude {b[0]:.4g} to {b[2]:.4g}, latitude {b[1]:.4g} to {b[3]:.4g}"
+    return f"x {b[0]:,.6g} to {b[2]:,.6g}, y {b[1]:,.6g} to {b[3]:,.6g}"
+
+
+def _name(crs: ProjCRS) -> str:
+    """``EPSG:2926 (NAD83(HARN) / Washington North (ftUS))``, or the CRS's name when it has no code."""
+    authority = crs.to_authority()
+    return f"{authority[0]}:{authority[1]} ({crs.name})" if authority else crs.name

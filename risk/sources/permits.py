@@ -145,6 +145,24 @@ def geocode(frame: pd.DataFrame, tracts: gpd.GeoDataFrame) -> pd.Series:
     return joined["geoid"].reindex(frame.index).astype("string")
 
 
+def _check_placed(frame: pd.DataFrame, tracts: gpd.GeoDataFrame, file: str, limit: float, log: ProblemLog) -> None:
+    """An error when a file places most of its located permits outside every tract: its coordinates, not the
+    city, are wrong (it would otherwise pass and silently zero the permit features)."""
+    located = frame.dropna(subset=["lat", "lon"])
+    if located.empty:
+        return
+    outside = float(located["geoid"].isna().mean())
+    if outside <= limit:
+        return
+    swapped = located.rename(columns={"lat": "lon", "lon": "lat"})
+    inside_if_swapped = float(geocode(swapped, tracts).notna().mean()) if swapped["lat"].between(-90, 90).all() \
+        else 0.0
+    hint = (f"; with latitude and longitude exchanged {inside_if_swapped:.0%} would lie inside: the two columns "
+            "look swapped" if inside_if_swapped > 1 - limit else "; is this the region's file?")
+    log.add(file, f"{outside:.0%} of {len(located):,} located permits lie outside every tract of the region "
+            f"(sources.permits.max_outside_share is {limit:.0%}){hint}")
+
+
 @dataclass(frozen=True)
 class Permits:
     """Geocoded permits, what each file reports, and the jurisdiction's tracts if configured."""
@@ -181,6 +199,8 @@ def load_permits(cfg: PermitsSource, tracts: gpd.GeoDataFrame, encoding: str, lo
         return None
     frame = pd.concat(parts, ignore_index=True)
     frame["geoid"] = geocode(frame, tracts)
+    for info in infos:
+        _check_placed(frame[frame["file"] == info.file], tracts, info.file, cfg.max_outside_share, log)
     outside = int(frame["geoid"].isna().sum() - (frame["lat"].isna() | frame["lon"].isna()).sum())
     if outside > 0:
         log.add(", ".join(display_path(i.file) for i in infos), f"{outside} permits lie outside every tract of the region "

@@ -79,7 +79,9 @@ def _error(request: Request, status: int, message: str, field: str | None = None
         body: dict[str, Any] = {"detail": message}
         if fields:
             body["errors"] = fields
-        return JSONResponse(body, status_code=status)
+        # RFC 6750: tells a script which credentials the API takes
+        headers = {"WWW-Authenticate": 'Bearer realm="risk"'} if status == 401 else None
+        return JSONResponse(body, status_code=status, headers=headers)
     pages: Pages = request.app.state.pages
     if status == 401:
         # back to the page after logging in; a refused form cannot be replayed by a redirect, so home instead
@@ -133,7 +135,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.data = WebData(settings, engine)
     app.state.pages = Pages(settings)
-    app.state.throttle = auth.LoginThrottle(settings.web.login_max_failures, settings.web.login_delay_s)
+    app.state.throttle = auth.LoginThrottle(engine, settings.web)
+    app.state.trusted_proxies = auth.trusted_networks(settings.web)
     app.state.openapi = None
     app.add_middleware(SessionMiddleware, secret_key=secret, session_cookie=SESSION_COOKIE,
                        max_age=settings.web.session_max_age_s, same_site="lax",
