@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import importlib.util
 import os
 import pwd
 import shutil
@@ -23,6 +24,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -71,6 +73,14 @@ class Server:
         return self.url(name)
 
 
+def missing(reason: str) -> NoReturn:
+    """Skip on a developer's machine without the server; fail in CI, where `scripts/test` installs it, so a
+    broken set-up can never pass as skipped tests."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI: {reason}")
+    pytest.skip(reason)
+
+
 def _server_user() -> tuple[int, int] | None:
     """The (uid, gid) to run the server as when this process is root; None when it is not."""
     if os.geteuid() != 0:
@@ -79,7 +89,7 @@ def _server_user() -> tuple[int, int] | None:
         with contextlib.suppress(KeyError):
             entry = pwd.getpwnam(name)
             return entry.pw_uid, entry.pw_gid
-    pytest.skip("running as root and neither a 'postgres' nor a 'nobody' user exists to run PostgreSQL as")
+    missing("running as root and neither a 'postgres' nor a 'nobody' user exists to run PostgreSQL as")
 
 
 def _run(args: list[str], as_user: tuple[int, int] | None, folder: Path) -> subprocess.CompletedProcess[str]:
@@ -94,9 +104,10 @@ def postgres_server() -> Iterator[Server]:
     """Start a server in a temporary folder; stop it and delete the folder afterwards."""
     binaries = bin_dir()
     if binaries is None:
-        pytest.skip("PostgreSQL is not installed (no initdb/pg_ctl from `pg_config --bindir` or in "
-                    "/usr/lib/postgresql/*/bin); `apt-get install postgresql` provides it")
-    pytest.importorskip("psycopg", reason="the postgres extra is not installed: pip install -e '.[postgres]'")
+        missing("PostgreSQL is not installed (no initdb/pg_ctl from `pg_config --bindir` or in "
+                "/usr/lib/postgresql/*/bin); `apt-get install postgresql` provides it")
+    if importlib.util.find_spec("psycopg") is None:
+        missing("the postgres extra is not installed: pip install -e '.[postgres]'")
     as_user = _server_user()
     # not under pytest's own tmp folder: under root that one is closed to the unprivileged server user
     folder = Path(tempfile.mkdtemp(prefix="risk-pg-"))
