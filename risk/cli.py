@@ -1,22 +1,21 @@
-"""The `risk` command line; the only place errors become exit codes and one-line messages."""
+"""The `risk` command group and its data, model and alert commands; the other groups are added from their modules
+(errors become exit codes and one-line messages in :mod:`risk.cli_common`, and nowhere else)."""
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
-from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from risk.errors import ConfigError, DataValidationError, RiskError
+from risk import cli_db, cli_job, cli_synth, cli_web
+from risk.cli_common import F, err, handles_errors, out, parse_date, settings_of
+from risk.errors import DataValidationError
 from risk.settings import (
     CONFIG_ENV,
     MAX_CONFIG_BYTES,
@@ -25,59 +24,7 @@ from risk.settings import (
     config_path_from,
     describe_keys,
     effective_config,
-    load_settings,
 )
-
-F = TypeVar("F", bound=Callable[..., Any])
-err = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
-
-
-def _fail(e: RiskError) -> None:
-    """Print a RiskError for a person and exit with its code."""
-    if isinstance(e, ConfigError):
-        err.print(f"[bold red]config error[/]: {e.path}", highlight=False)
-        for issue in e.issues:
-            err.print(f"  - {issue}", highlight=False, markup=False)
-    elif isinstance(e, DataValidationError):
-        err.print(f"[bold red]invalid input[/]: {len(e.problems)} problem(s)", highlight=False)
-        for p in e.problems:
-            err.print(f"  - {p}", highlight=False, markup=False)
-    else:
-        err.print(f"[bold red]error[/]: {escape(str(e))}", highlight=False)
-    sys.exit(e.exit_code)
-
-
-def handles_errors(fn: F) -> F:
-    """Turn RiskError into a message and exit code; anything else is a bug and keeps its traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except RiskError as e:
-            _fail(e)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def settings_of(ctx: click.Context) -> Settings:
-    """The settings, loaded once per command from the --config file."""
-    obj = ctx.ensure_object(dict)
-    if "settings" not in obj:
-        obj["settings"] = load_settings(obj["config_path"])
-    return obj["settings"]
-
-
-def parse_date(_ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
-    """A click callback: YYYY-MM-DD as a date, or a message naming the option."""
-    if value is None:
-        return None
-    try:
-        return datetime.strptime(value, "%Y-%m-%d").date()
-    except ValueError as e:
-        raise click.BadParameter(f"'{value}' is not a date (YYYY-MM-DD)", param=param) from e
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config", type=click.Path(path_type=Path), default=None,
@@ -457,9 +404,6 @@ def outbox_list(ctx: click.Context, as_json: bool) -> None:
     out.print(table)
 
 
-from risk import cli_job  # noqa: E402,F401  (registers run, runs, schedule, replay)
-from risk import cli_db  # noqa: E402,F401  (registers db check, db backup)
-
-from risk.cli_web import register_web_commands  # noqa: E402 - the review pages: `risk serve`, `risk users`
-register_web_commands(main)
-from risk import cli_synth  # noqa: E402,F401  (registers synth)
+for _module in (cli_job, cli_db, cli_web, cli_synth):  # every other command group, added explicitly
+    for _command in _module.COMMANDS:
+        main.add_command(_command)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from risk.cli import err, handles_errors, main, out, settings_of
+from risk.cli_common import err, handles_errors, out, settings_of
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -16,7 +16,7 @@ SHOWN_PROBLEMS = 20
 """Most lines of an integrity report printed; SQLite stops at 100 on its own."""
 
 
-@main.group()
+@click.group()
 def db() -> None:
     """Check or back up the database in paths.database."""
 
@@ -71,3 +71,7 @@ def db_backup(ctx: click.Context, target: Path) -> None:
         size = backup_database(engine, target, settings_of(ctx).paths.database_busy_timeout_s)
     out.print(f"backed up {database_label(engine)} to {target} ({size:,} bytes)",
               highlight=False, markup=False)
+
+
+COMMANDS = (db,)
+"""Added to the `risk` group by :mod:`risk.cli`."""

@@ -16,7 +16,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from risk.cli import err, handles_errors, main, out, parse_date, settings_of
+from risk.cli_common import err, handles_errors, out, parse_date, settings_of
 
 
 @contextlib.contextmanager
@@ -36,7 +36,7 @@ def _stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(s, handler)
 
 
-@main.command()
+@click.command()
 @click.option("--as-of", "as_of", default=None, callback=parse_date,
               help="Run as of this date (default: the newest date the data supports).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -67,7 +67,7 @@ def run(ctx: click.Context, as_of: date | None, as_json: bool) -> None:
               f"failed {result.emails_failed}", highlight=False)
 
 
-@main.group()
+@click.group()
 def runs() -> None:
     """The run history."""
 
@@ -120,7 +120,7 @@ def runs_show(ctx: click.Context, run_id: int) -> None:
     click.echo(json.dumps(_jsonable(row), indent=2, default=str))
 
 
-@main.command()
+@click.command()
 @click.pass_context
 @handles_errors
 def schedule(ctx: click.Context) -> None:
@@ -145,7 +145,7 @@ def _parse_every(_ctx: click.Context, param: click.Parameter, value: str) -> tim
     return timedelta(days=int(text[:-1]) * units[text[-1]])
 
 
-@main.command()
+@click.command()
 @click.option("--from", "start", required=True, callback=parse_date, help="First as-of date (YYYY-MM-DD).")
 @click.option("--to", "end", required=True, callback=parse_date, help="Last as-of date (YYYY-MM-DD).")
 @click.option("--every", "step", default="7d", show_default=True, callback=_parse_every,
@@ -172,3 +172,7 @@ def replay(ctx: click.Context, start: date, end: date, step: timedelta, as_json:
                       "" if w.median_lead_years is None else f"{w.median_lead_years:.1f}")
     out.print(table)
     out.print(result.summary(), highlight=False)
+
+
+COMMANDS = (run, runs, schedule, replay)
+"""Added to the `risk` group by :mod:`risk.cli`."""

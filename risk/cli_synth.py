@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from risk.cli import handles_errors, main, out
+from risk.cli_common import handles_errors, out
 
 
-@main.command()
+@click.command()
 @click.option("--tracts", type=click.IntRange(min=4), required=True, help="Number of tracts (a grid of squares).")
 @click.option("--years", type=click.IntRange(min=9), required=True,
               help="Years of evictions, rents and permits (at least 9; the backtest needs 14).")
@@ -30,3 +30,7 @@ def synth(tracts: int, years: int, out_dir: Path, seed: int, start_year: int, ge
     size = sum(p.stat().st_size for p in files.values()) / 1e6
     out.print(f"wrote {len(files)} files ({size:,.1f} MB) to {out_dir} in {time.perf_counter() - started:.1f} s; "
               f"try: risk --config {files['config']} validate", highlight=False)
+
+
+COMMANDS = (synth,)
+"""Added to the `risk` group by :mod:`risk.cli`."""

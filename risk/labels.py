@@ -12,63 +12,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Protocol
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from risk.errors import RiskError
+from risk.outcome import Origin, Outcome, OutcomeError
 from risk.settings import EvictionSurgeSettings, LowIncomeLossSettings, Settings
 from risk.sources import Sources
 
 NULL_CHECK_RATIO = 0.25
 RECENT_YEARS = 3
 """'Recent' for the naive rankings: the last three published years."""
-
-
-@dataclass(frozen=True)
-class Origin:
-    """One point in time: features are built at ``as_of``, the outcome is known at ``closes``."""
-
-    year: int
-    as_of: date
-    closes: date
-
-
-class Outcome(Protocol):
-    """What every outcome offers the backtest."""
-
-    name: str
-    description: str
-    reads: tuple[str, ...]
-    """The dated source tables its labels and null worlds read (the view they get holds only these)."""
-
-    def origins(self, sources: Sources) -> list[Origin]:
-        """Origins whose outcome window lies inside the data."""
-        ...
-
-    def label(self, sources: Sources, origin: Origin) -> pd.DataFrame:
-        """Eligible tracts (index geoid) with column ``y`` (0/1) and diagnostics."""
-        ...
-
-    def null_rate(self, sources: Sources, origin: Origin, rng: np.random.Generator, n: int) -> float:
-        """Mean positive rate over ``n`` simulated no-change worlds."""
-        ...
-
-    def persistence(self, sources: Sources, origin: Origin) -> pd.Series | None:
-        """The tract's recent value of the outcome's own measure, known at ``as_of`` (higher = riskier)."""
-        ...
-
-    def mean_reversion(self, sources: Sources, origin: Origin) -> pd.Series | None:
-        """Long-run level against recent level, known at ``as_of`` (higher = expected to rise)."""
-        ...
-
-
-class OutcomeError(RiskError):
-    """An outcome cannot be computed from the configured data."""
-
-    exit_code = 3
 
 
 # ---------------------------------------------------------------- eviction_surge

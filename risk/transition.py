@@ -27,7 +27,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from risk.labels import Origin, OutcomeError
+from risk.outcome import Origin, OutcomeError
 from risk.settings import LowIncomeLossSettings, Settings
 from risk.sources import Sources
 from risk.typology import (

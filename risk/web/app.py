@@ -25,8 +25,9 @@ from risk import accounts
 from risk.errors import RiskError
 from risk.settings import Settings
 from risk.web import admin, api, auth, model_page, views
-from risk.web.common import Pages, WebError
+from risk.web.common import WebError
 from risk.web.data import UnknownArea, WebData
+from risk.web.pages import Pages
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"

@@ -7,10 +7,8 @@ from typing import Any
 
 import jinja2
 from fastapi import Request
-from fastapi.responses import HTMLResponse
 
 from risk import accounts
-from risk.accounts import User
 from risk.messages import TIER_COLOURS
 from risk.settings import Settings
 from risk.templating import environment
@@ -90,25 +88,6 @@ def build_environment(settings: Settings) -> jinja2.Environment:
     env.filters.update(pct=pct, signed=signed, when=when)
     env.globals.update(decisions=accounts.DECISIONS, tier_colours=TIER_COLOURS, roles=accounts.ROLES)
     return env
-
-
-class Pages:
-    """Renders templates/web/*.html.j2 with what every page needs (user, CSRF token, flash message)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.env = build_environment(settings)
-
-    def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-        """An HTML response from ``web/<template>``."""
-        from risk.web.auth import csrf_token, session_user  # auth imports this module
-
-        user: User | None = session_user(request)
-        flash = request.session.pop("flash", None) if user else None
-        html = self.env.get_template(f"web/{template}").render(
-            user=user, csrf_token=csrf_token(request), flash=flash, region=self.settings.region.name,
-            path=request.url.path, **context)
-        return HTMLResponse(html, status_code=status)
 
 
 def app_state(request: Request) -> Any:
