@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -13,6 +14,10 @@ from world import World, make_world  # noqa: E402
 
 from risk.settings import Settings, load_settings  # noqa: E402
 from risk.sources import Sources, load_sources  # noqa: E402
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from web_support import WebState
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "seattle"
@@ -73,3 +78,19 @@ def trained_job(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("trained-job")
     run(load_settings(job_config(folder)))
     return folder
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory: pytest.TempPathFactory) -> WebState:
+    """For the web tests: the job's database with its users (built once per session)."""
+    from web_support import build_state
+
+    return build_state(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def app(state: WebState) -> FastAPI:
+    """For the web tests: a fresh app over that database per test module."""
+    from web_support import app_for
+
+    return app_for(state)

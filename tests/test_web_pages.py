@@ -20,11 +20,11 @@ from risk.web.app import ROUTERS
 from risk.store import latest_decisions, run_drivers, run_scores
 
 from web_support import (
+
     PASSWORDS,
     USER_FOR_ROLE,
     WebState,
     app_for,
-    build_state,
     client_for,
     csrf_of,
     login,
@@ -59,16 +59,6 @@ ROUTES: list[tuple[str, str, str | None]] = [
     ("GET", "/export/flagged.csv", "viewer"),
     ("GET", "/export/flagged.geojson", "viewer"),
 ]
-
-
-@pytest.fixture(scope="module")
-def state(tmp_path_factory: pytest.TempPathFactory) -> WebState:
-    return build_state(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def app(state: WebState) -> FastAPI:
-    return app_for(state)
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,11 @@ from risk.errors import ConfigError
 from risk.settings import load_settings
 from risk.store import reviews
 from web_support import (
+
     PASSWORDS,
     SECRET,
     WebState,
     app_for,
-    build_state,
     client_for,
     csrf_of,
     fresh_login_counts,  # noqa: F401 (an autouse fixture)
@@ -43,16 +43,6 @@ RAW_MARKUP = ("<script>alert", "<img src=x", "<svg onload", "</textarea><script>
 def _no_raw_markup(text: str) -> None:
     for raw in RAW_MARKUP:
         assert raw not in text, f"unescaped {raw!r} in the response"
-
-
-@pytest.fixture(scope="module")
-def state(tmp_path_factory: pytest.TempPathFactory) -> WebState:
-    return build_state(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def app(state: WebState) -> FastAPI:
-    return app_for(state)
 
 
 @pytest.fixture(scope="module")

@@ -15,23 +15,12 @@ from risk import accounts
 from risk.cli import main
 from risk.store import reviews
 from web_support import (
+
     WebState,
-    app_for,
-    build_state,
     client_for,
     fresh_login_counts,  # noqa: F401 (an autouse fixture)
     token,
 )
-
-
-@pytest.fixture(scope="module")
-def state(tmp_path_factory: pytest.TempPathFactory) -> WebState:
-    return build_state(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def app(state: WebState) -> FastAPI:
-    return app_for(state)
 
 
 @pytest.fixture(scope="module")
