@@ -1,7 +1,7 @@
 """The backtest's tract-cluster bootstrap at national scale, against scikit-learn on the copied rows.
 
 A pooled prediction table like the backtest's (one row per test origin and tract, a label with the given base
-rate, one score column per model) goes through `risk.metrics.bootstrap`; scikit-learn's
+rate, one score column per model) goes through `risk.model.metrics.bootstrap`; scikit-learn's
 `average_precision_score` on the explicitly copied rows of a few resamples gives the per-resample cost of the
 direct method, scaled to all of them. Median of --repeat timings, all in this process.
 
@@ -22,7 +22,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score
 
 import risk
-from risk.metrics import bootstrap
+from risk.model.metrics import bootstrap
 
 
 def _table(tracts: int, origins: int, models: int, rate: float, seed: int = 0) -> pd.DataFrame:

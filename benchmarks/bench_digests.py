@@ -25,10 +25,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
 
-    from risk.digests import compose
-    from risk.messages import Pictures
-    from risk.pipeline import latest_outputs, run
-    from risk.settings import Recipient, load_settings
+    from risk.alerts.digests import compose
+    from risk.alerts.messages import Pictures
+    from risk.core.settings import Recipient, load_settings
+    from risk.service.pipeline import latest_outputs, run
 
     with tempfile.TemporaryDirectory() as tmp:
         text = (ROOT / "config.yaml").read_text().replace("path: data/", f"path: {ROOT}/data/")

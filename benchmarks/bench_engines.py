@@ -22,14 +22,14 @@ import numpy as np
 import pandas as pd
 from _worlds import synthetic_world, world_arguments
 
-from risk import engine_dask
-from risk.backtest import build_panel
-from risk.dictionary import model_feature_names
-from risk.engine_dask_train import train as dask_train
-from risk.features import build_features
-from risk.labels import outcome_for
-from risk.model import TrainedModel, TrainingRows, train
-from risk.settings import load_settings
+from risk.core.settings import load_settings
+from risk.features.build import build_features
+from risk.features.dictionary import model_feature_names
+from risk.model.backtest import build_panel
+from risk.model.engines import dask as engine_dask
+from risk.model.engines.dask_train import train as dask_train
+from risk.model.gbm import TrainedModel, TrainingRows, train
+from risk.outcomes.labels import outcome_for
 from risk.sources import load_sources
 
 YEARS = 20

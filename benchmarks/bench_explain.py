@@ -2,7 +2,7 @@
 
 On one synthetic world's features at one as-of date (every tract), with labels from the planted drivers:
 
-- TreeSHAP (`pred_contrib`) of the production model (stumps boosted from a logistic prior, `risk.model.train`)
+- TreeSHAP (`pred_contrib`) of the production model (stumps boosted from a logistic prior, `risk.model.gbm.train`)
   against a default-depth LightGBM (31 leaves, 300 trees), the model the issue's estimate assumed;
 - the top-5 drivers with sentences, one tract at a time (`explain.drivers`, the old stage) against all at once
   (`explain.driver_table`, the stage now).
@@ -22,11 +22,11 @@ import lightgbm as lgb
 import numpy as np
 from _worlds import synthetic_world, world_arguments
 
-from risk.dictionary import model_feature_names
-from risk.explain import contributions, driver_table, drivers
-from risk.features import build_features
-from risk.model import PARAMS, TrainingRows, train
-from risk.settings import load_settings
+from risk.core.settings import load_settings
+from risk.features.build import build_features
+from risk.features.dictionary import model_feature_names
+from risk.model.gbm import PARAMS, TrainingRows, train
+from risk.scoring.explain import contributions, driver_table, drivers
 from risk.sources import load_sources
 
 YEARS = 20

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def once(config: Path, as_of: date) -> dict[str, float]:
     """One measured repetition in this process."""
     t0 = time.perf_counter()
-    from risk.features import build_features
-    from risk.settings import load_settings
+    from risk.core.settings import load_settings
+    from risk.features.build import build_features
     from risk.sources import load_sources
 
     t1 = time.perf_counter()

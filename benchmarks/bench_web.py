@@ -29,9 +29,9 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _settings(source: Path, folder: Path):  # noqa: ANN202 - risk.settings.Settings
+def _settings(source: Path, folder: Path):  # noqa: ANN202 - risk.core.settings.Settings
     """The configuration with its state (database, models, reports, features, outbox) in ``folder``."""
-    from risk.settings import load_settings
+    from risk.core.settings import load_settings
 
     settings = load_settings(source)
     paths = settings.paths.model_copy(update={"database": str(folder / "risk.sqlite"), "models": folder / "models",
@@ -73,10 +73,9 @@ def main() -> None:
 
     import uvicorn
 
-    from risk import accounts
-    from risk.pipeline import run
-    from risk.store import run_scores
-    from risk.web import create_app
+    from risk.core.store import run_scores
+    from risk.service.pipeline import run
+    from risk.web import accounts, create_app
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = _settings(args.config.resolve(), Path(tmp))

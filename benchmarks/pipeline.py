@@ -97,12 +97,12 @@ def _floor(settings: object, sources: object, as_of: object, features: object) -
     import numpy as np
     import pandas as pd
 
-    from risk.backtest import build_panel
-    from risk.cache import work_cache
-    from risk.dictionary import model_feature_names
-    from risk.labels import outcome_for
-    from risk.model import PARAMS
-    from risk.registry import Registry
+    from risk.features.dictionary import model_feature_names
+    from risk.model.backtest import build_panel
+    from risk.model.cache import work_cache
+    from risk.model.gbm import PARAMS
+    from risk.model.registry import Registry
+    from risk.outcomes.labels import outcome_for
 
     outcome_name = settings.model.outcome  # type: ignore[attr-defined]
     record = [r for r in Registry(settings.paths.models).list() if r.outcome == outcome_name][-1]
@@ -131,8 +131,8 @@ def child(config: Path, as_of: str | None, floor: bool) -> None:
 
     sampler = _Sampler()
     start = time.perf_counter()
-    from risk import pipeline
-    from risk.settings import RetrainSettings, load_settings
+    from risk.core.settings import RetrainSettings, load_settings
+    from risk.service import pipeline
     from risk.sources import load_sources
 
     settings = load_settings(config)
@@ -217,9 +217,9 @@ def _measure(case: str, years: int, data: Path, first_only: bool) -> dict[str, d
     config = _fresh_config(world, state)
     refit = as_of is not None and not first_only
     if as_of is None and not first_only:  # the newest date the data supports is the last week's; start before it
-        from risk.freshness import required_sources
-        from risk.pipeline import default_as_of
-        from risk.settings import load_settings
+        from risk.core.settings import load_settings
+        from risk.service.freshness import required_sources
+        from risk.service.pipeline import default_as_of
         from risk.sources import load_sources
 
         settings = load_settings(config)

@@ -1,5 +1,5 @@
 """`python -m risk` runs the command line."""
 
-from risk.cli import main
+from risk.cli.main import main
 
 main()

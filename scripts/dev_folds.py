@@ -16,12 +16,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from risk.backtest import OriginData, _per_origin, _predict_origin, build_panel, closed_before
-from risk.baselines import BASELINES, rank_functions
-from risk.dictionary import model_feature_names
-from risk.labels import outcome_for
-from risk.metrics import bootstrap, model_metrics
-from risk.settings import load_settings
+from risk.core.settings import load_settings
+from risk.features.dictionary import model_feature_names
+from risk.model.backtest import (
+    OriginData,
+    _per_origin,
+    _predict_origin,
+    build_panel,
+    closed_before,
+)
+from risk.model.baselines import BASELINES, rank_functions
+from risk.model.metrics import bootstrap, model_metrics
+from risk.outcomes.labels import outcome_for
 from risk.sources import load_sources
 
 BLOCKS = 8

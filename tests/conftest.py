@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from world import World, make_world  # noqa: E402
 
-from risk.settings import Settings, load_settings  # noqa: E402
+from risk.core.settings import Settings, load_settings  # noqa: E402
 from risk.sources import Sources, load_sources  # noqa: E402
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ def trained_job(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder to start another job with a champion that needs no retraining."""
     from jobproc import job_config
 
-    from risk.pipeline import run
+    from risk.service.pipeline import run
 
     folder = tmp_path_factory.mktemp("trained-job")
     run(load_settings(job_config(folder)))

@@ -18,15 +18,15 @@ from typing import Any
 import yaml
 from conftest import BUNDLED_CONFIG, ROOT
 
-from risk.faults import POINT_ENV, SIGNAL_ENV
+from risk.core.crashpoints import POINT_ENV, SIGNAL_ENV
 
 _CTX = mp.get_context("forkserver")
-_CTX.set_forkserver_preload(["risk.cli", "risk.pipeline", "risk.backtest", "risk.training"])
+_CTX.set_forkserver_preload(["risk.cli.main", "risk.service.pipeline", "risk.model.backtest", "risk.model.training"])
 
 
 def _child(config: str, args: list[str], env: dict[str, str]) -> None:
     os.environ.update(env)
-    from risk.cli import main
+    from risk.cli.main import main
 
     main(["--config", config, *args])
 

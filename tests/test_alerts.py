@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from risk.alerts import decide
-from risk.settings import AlertSettings
+from risk.alerts.rules import decide
+from risk.core.settings import AlertSettings
 
 CFG = AlertSettings(rise_points=10.0, probability=0.25, suppress_decisions=("monitor",), suppress_margin_points=5.0)
 

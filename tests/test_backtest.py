@@ -10,12 +10,12 @@ import pytest
 from click.testing import CliRunner
 from conftest import bundled_config_copy
 
-from risk.backtest import MODELS, Backtest, run_backtest
-from risk.cli import main
-from risk.dictionary import model_feature_names
-from risk.labels import outcome_for
-from risk.report import write_report
-from risk.settings import Settings
+from risk.cli.main import main
+from risk.core.settings import Settings
+from risk.features.dictionary import model_feature_names
+from risk.model.backtest import MODELS, Backtest, run_backtest
+from risk.model.report import write_report
+from risk.outcomes.labels import outcome_for
 from risk.sources import Sources
 
 

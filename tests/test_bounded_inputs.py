@@ -23,8 +23,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from world import World, make_world
 
-from risk.cli import main
-from risk.settings import DemographicsSource, RegionSettings, describe_keys
+from risk.cli.main import main
+from risk.core.settings import DemographicsSource, RegionSettings, describe_keys
 from risk.sources._bounded import MIB, Refused
 from risk.sources._layout import scan
 from risk.sources._tables import ProblemLog
@@ -384,7 +384,7 @@ def test_a_gzip_decompressing_to_exactly_the_limit_passes_and_one_byte_more_is_r
 _MEASURE = """
 import json, resource, sys
 import geopandas
-from risk.cli import main
+from risk.cli.main import main
 geopandas.read_file(sys.argv[2])  # the libraries and GDAL's drivers loaded before the baseline
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:

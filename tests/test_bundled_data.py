@@ -12,10 +12,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from conftest import BUNDLED_CONFIG, ROOT, SHARED, SHARED_CONFIG, bundled_config_copy, needs_shared
+from conftest import (
+    BUNDLED_CONFIG,
+    ROOT,
+    SHARED,
+    SHARED_CONFIG,
+    bundled_config_copy,
+    needs_shared,
+)
 
-from risk.features import build_features
-from risk.settings import DemographicsSource, RegionSettings, Settings
+from risk.core.settings import DemographicsSource, RegionSettings, Settings
+from risk.features.build import build_features
 from risk.sources import Sources
 from risk.sources._tables import ProblemLog
 from risk.sources.demographics import load_census_tables

@@ -14,14 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from risk.backtest import Backtest, build_panel, run_backtest
-from risk.cache import KEEP_DAYS, WorkCache
-from risk.features import build_features
-from risk.files import EntryStore
-from risk.labels import outcome_for
-from risk.settings import Settings, load_settings
+from risk.core.files import EntryStore
+from risk.core.settings import Settings, load_settings
+from risk.features.build import build_features
+from risk.model.backtest import Backtest, build_panel, run_backtest
+from risk.model.cache import KEEP_DAYS, WorkCache
+from risk.model.training import train_and_register
+from risk.outcomes.labels import outcome_for
 from risk.sources import Sources, collect, load_sources
-from risk.training import train_and_register
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_a_damaged_entry_is_recomputed_with_a_warning(warm: tuple[Path, Backtest
     entry = next(p for p in sorted(folder.iterdir()) if p.name.startswith("predict-"))
     (entry / "predictions.parquet").write_bytes(b"not parquet")
     cache = WorkCache(folder, bundled_settings, bundled_sources)
-    with caplog.at_level(logging.WARNING, logger="risk.cache"):
+    with caplog.at_level(logging.WARNING, logger="risk.model.cache"):
         again = run_backtest(bundled_settings, bundled_sources, "eviction_surge", cache=cache)
     assert cache.misses == 1
     assert any("unreadable" in r.message and entry.name in r.message for r in caplog.records)
@@ -251,9 +251,9 @@ def test_a_family_with_errors_is_never_stored_and_a_day_before_its_latest_date_c
 
 def test_moving_the_project_folder_with_its_data_keeps_the_file_keys_and_forces_no_retraining(
         world, tmp_path_factory: pytest.TempPathFactory) -> None:
-    from risk.dictionary import feature_names
-    from risk.pipeline import retrain_reason
-    from risk.registry import ModelRecord
+    from risk.features.dictionary import feature_names
+    from risk.model.registry import ModelRecord
+    from risk.service.pipeline import retrain_reason
 
     before = load_sources(load_settings(world.config))
     moved = tmp_path_factory.mktemp("elsewhere") / "moved"

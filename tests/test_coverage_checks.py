@@ -14,12 +14,12 @@ from click.testing import CliRunner
 from jobproc import job_config
 from world import World
 
-from risk.cli import main
-from risk.errors import DataValidationError
-from risk.pipeline import run
-from risk.registry import Registry
-from risk.settings import load_settings
-from risk.store import engine_for, latest_run
+from risk.cli.main import main
+from risk.core.errors import DataValidationError
+from risk.core.settings import load_settings
+from risk.core.store import engine_for, latest_run
+from risk.model.registry import Registry
+from risk.service.pipeline import run
 
 SHIFT = 51.4
 """Degrees east that move the test world from Seattle (-122.4) to about -71: there, latitude and longitude

@@ -18,12 +18,12 @@ import pytest
 from jobproc import job_config, run_until
 from smtp import SmtpServer
 
-from risk.alerts import week_of
-from risk.delivery import outbox_rows
-from risk.pipeline import run
-from risk.registry import Registry
-from risk.settings import load_settings
-from risk.store import engine_for
+from risk.alerts.rules import week_of
+from risk.core.settings import load_settings
+from risk.core.store import engine_for
+from risk.delivery.outbox import outbox_rows
+from risk.model.registry import Registry
+from risk.service.pipeline import run
 
 KING_TRACTS = 397
 WEEKS = ("2017-03-06", "2018-03-05")
@@ -118,7 +118,7 @@ def test_a_run_killed_at_any_point_loses_no_message_and_sends_none_twice(
 
 def test_a_message_the_server_accepted_just_before_a_kill_is_sent_again_with_the_same_id(
         tmp_path: Path, trained_job: Path) -> None:
-    # the one window no SMTP client can close (see risk/delivery.py): at least once, never lost
+    # the one window no SMTP client can close (see risk/delivery/outbox.py): at least once, never lost
     import shutil
 
     with SmtpServer() as server:
@@ -148,7 +148,7 @@ def test_a_damaged_database_is_refused_before_any_stage_and_db_check_reports_it(
 
     from click.testing import CliRunner
 
-    from risk.cli import main
+    from risk.cli.main import main
 
     def cli(*args: str) -> tuple[int, str]:
         result = CliRunner().invoke(main, ["--config", str(config), *args])

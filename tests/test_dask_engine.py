@@ -15,20 +15,28 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from risk import engine_dask
-from risk.backtest import build_panel
-from risk.dictionary import model_feature_names
-from risk.engine_dask_train import _fit, early_stopping_round
-from risk.engine_dask_train import train as dask_train
-from risk.errors import ConfigError
-from risk.features import build_features
-from risk.labels import outcome_for
-from risk.model import EARLY_STOP, MAX_ROUNDS, TrainedModel, TrainingRows, _stack, lgb_params, train
-from risk.pipeline import run
-from risk.registry import Registry
-from risk.settings import Settings, load_settings
+from risk.core.errors import ConfigError
+from risk.core.settings import Settings, load_settings
+from risk.features.build import build_features
+from risk.features.dictionary import model_feature_names
+from risk.model.backtest import build_panel
+from risk.model.engines import dask as engine_dask
+from risk.model.engines.dask_train import _fit, early_stopping_round
+from risk.model.engines.dask_train import train as dask_train
+from risk.model.gbm import (
+    EARLY_STOP,
+    MAX_ROUNDS,
+    TrainedModel,
+    TrainingRows,
+    _stack,
+    lgb_params,
+    train,
+)
+from risk.model.registry import Registry
+from risk.outcomes.labels import outcome_for
+from risk.service.pipeline import run
 from risk.sources import Sources, load_sources
-from risk.synth import write_world
+from risk.sources.synth import write_world
 
 AS_OF = date(2014, 3, 1)
 """Six closed origins (2005-2010) in a 16-year world that starts in 2000; every family fresh."""

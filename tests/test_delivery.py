@@ -28,24 +28,31 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import BUNDLED_CONFIG, ROOT
+from mailparts import html_of, text_of
 from pydantic import ValidationError
 from smtp import Received, SmtpServer
 from sqlalchemy import Engine
 
-from mailparts import html_of, text_of
-
-from risk.alerts import Alert, decide, idempotency_key, week_of
-from risk.delivery import Outgoing, outbox_rows, queue, send_queued
-from risk.dictionary import feature_names
-from risk.digests import RunOutputs, compose
-from risk.features import build_features
-from risk.messages import TractRow, build_message
-from risk.model import TrainingRows, train
-from risk.pipeline import RunResult, latest_outputs, run
-from risk.registry import Registry
-from risk.settings import AlertSettings, DeliverySettings, Recipient, Settings, SmtpSettings, load_settings
+from risk.alerts.digests import RunOutputs, compose
+from risk.alerts.messages import TractRow, build_message
+from risk.alerts.rules import Alert, decide, idempotency_key, week_of
+from risk.core.settings import (
+    AlertSettings,
+    DeliverySettings,
+    Recipient,
+    Settings,
+    SmtpSettings,
+    load_settings,
+)
+from risk.core.store import engine_for, latest_decisions, run_scores
+from risk.alerts.messages import Outgoing
+from risk.delivery.outbox import outbox_rows, queue, send_queued
+from risk.features.build import build_features
+from risk.features.dictionary import feature_names
+from risk.model.gbm import TrainingRows, train
+from risk.model.registry import Registry
+from risk.service.pipeline import RunResult, latest_outputs, run
 from risk.sources import Sources
-from risk.store import engine_for, latest_decisions, run_scores
 
 # shap 0.51 sets colormap extremes in a way matplotlib 3.11 plans to deprecate; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning:shap")

@@ -2,7 +2,7 @@
 
 compose renders the templates once per area list and kind, cut where the
 recipient's name goes, and builds the MIME messages with header values parsed
-once (risk.messages.MAIL_POLICY). These tests hold that shortcut to the
+once (risk.alerts.messages.MAIL_POLICY). These tests hold that shortcut to the
 plain construction: the templates rendered with the recipient's own name and
 the message built with the email package's default policy, byte for byte
 (Date, Message-ID and the random multipart boundaries aside).
@@ -20,16 +20,21 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from mailparts import html_of, text_of
 
-import risk.digests
-from risk.delivery import Outgoing
-from risk.digests import RunOutputs, compose
-from risk.messages import MAIL_POLICY, TractRow, build_message, one_line, to_header
-from risk.settings import AlertSettings, Recipient, Settings
+import risk.alerts.digests
+from risk.alerts.digests import RunOutputs, compose
+from risk.alerts.messages import (
+    MAIL_POLICY,
+    TractRow,
+    build_message,
+    one_line,
+    to_header,
+)
+from risk.core.settings import AlertSettings, Recipient, Settings
+from risk.core.templating import TEMPLATES, environment
+from risk.alerts.messages import Outgoing
 from risk.sources import Sources
-from risk.templating import TEMPLATES, environment
 
 AS_OF = date(2019, 3, 1)
 PNG = b"\x89PNG\r\n\x1a\nnot really a picture, but bytes all the same"
@@ -58,7 +63,7 @@ def _plain(settings: Settings, recipient: Recipient, kind: str, rows: list[Tract
     env = environment(settings.alerts.templates)
     context = {"recipient_name": recipient.name, "kind": kind, "as_of": AS_OF.isoformat(), "rows": rows,
                "region": settings.region.name, "has_map": map_png is not None, "notes": notes,
-               "attribution": risk.messages.ATTRIBUTION, "attribution_text": risk.messages.ATTRIBUTION_TEXT,
+               "attribution": risk.alerts.messages.ATTRIBUTION, "attribution_text": risk.alerts.messages.ATTRIBUTION_TEXT,
                "base_url": settings.delivery.base_url.rstrip("/"), "areas": ", ".join(recipient.areas)}
     msg = EmailMessage()
     n = len(rows)
@@ -138,13 +143,13 @@ def test_recipients_with_the_same_areas_share_pictures_but_each_gets_their_own_e
               Recipient(name="Cy", email="cy@example.org", areas=(geoids[0],)))
     settings = bundled_settings.model_copy(update={"alerts": AlertSettings(recipients=people, top_waterfalls=0)})
     drawn: list[frozenset[str]] = []
-    area_map = risk.digests.area_map
+    area_map = risk.alerts.digests.area_map
 
     def counted(tracts: object, area: set[str], flagged: dict[str, str]) -> bytes:
         drawn.append(frozenset(area))
         return area_map(tracts, area, flagged)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(risk.digests, "area_map", counted)
+    monkeypatch.setattr(risk.alerts.digests, "area_map", counted)
     _, outgoing = compose(settings, bundled_sources.tracts, outputs)
     by: dict[str, Outgoing] = {o.recipient: o for o in outgoing}
     assert sorted(by) == ["ann@example.org", "bob@example.org", "cy@example.org"]
@@ -184,7 +189,7 @@ def test_the_area_map_fills_each_flagged_tract_with_its_tier_colour(bundled_sour
     import numpy as np
     from PIL import Image
 
-    from risk.messages import TIER_COLOURS, area_map
+    from risk.alerts.messages import TIER_COLOURS, area_map
 
     tracts = bundled_sources.tracts
     biggest = tracts.geometry.to_crs(3857).area.sort_values().index[-2:]  # big enough to show at e-mail size
@@ -220,7 +225,7 @@ def test_a_bad_row_of_the_recipients_csv_is_left_out_of_the_run_and_refused_by_c
         bundled_settings: Settings, bundled_sources: Sources, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from risk.cli import main
+    from risk.cli.main import main
 
     geoids, outputs = _outputs(bundled_sources)
     people = tmp_path / "people.csv"

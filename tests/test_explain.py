@@ -19,9 +19,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from risk.dictionary import BY_NAME, feature_names
-from risk.errors import RiskError
-from risk.explain import (
+from risk.core.errors import RiskError
+from risk.core.settings import Settings
+from risk.features.build import build_features
+from risk.features.dictionary import BY_NAME, feature_names
+from risk.model.gbm import Calibrator, TrainedModel, TrainingRows, train
+from risk.scoring.explain import (
     Explanation,
     ExplanationError,
     bar_png,
@@ -34,9 +37,6 @@ from risk.explain import (
     tract_explanation,
     waterfall_png,
 )
-from risk.features import build_features
-from risk.model import Calibrator, TrainedModel, TrainingRows, train
-from risk.settings import Settings
 from risk.sources import Sources
 
 # shap 0.51 sets colormap extremes in a way matplotlib 3.11 plans to deprecate; not ours to fix
@@ -291,7 +291,7 @@ def test_tract_explanation_is_json_and_adds_up(fitted: Fitted) -> None:
 
 def test_the_compact_email_waterfall_is_a_png_and_leaves_no_temporary_file(expl: Explanation,
                                                                            tmp_path: Path) -> None:
-    from risk.explain import compact_waterfall_png
+    from risk.scoring.explain import compact_waterfall_png
 
     geoid = str(expl.values.index[0])
     path = compact_waterfall_png(expl, geoid, tmp_path / "w.png")

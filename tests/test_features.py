@@ -10,12 +10,18 @@ import pandas as pd
 import pytest
 from world import CITY, GEOIDS, World, make_world
 
-from risk import features
-from risk.dictionary import BY_NAME, FEATURES, LAG_FEATURES, feature_names, model_feature_names
-from risk.features import build_features, shrunk_ratio
-from risk.settings import FeatureSettings, load_settings
+from risk.core.settings import FeatureSettings, load_settings
+from risk.features import build as features
+from risk.features.build import build_features, shrunk_ratio
+from risk.features.dictionary import (
+    BY_NAME,
+    FEATURES,
+    LAG_FEATURES,
+    feature_names,
+    model_feature_names,
+)
+from risk.features.spatial import neighbours
 from risk.sources import Sources, load_sources
-from risk.spatial import neighbours
 
 
 def test_one_row_per_tract_with_every_dictionary_feature(world_sources: Sources) -> None:

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from risk.features import build_features
-from risk.labels import EvictionSurge, label_summary, null_check, outcome_for
-from risk.settings import EvictionSurgeSettings, Settings
+from risk.core.settings import EvictionSurgeSettings, Settings
+from risk.features.build import build_features
+from risk.outcomes.labels import EvictionSurge, label_summary, null_check, outcome_for
 from risk.sources import Sources
 
 

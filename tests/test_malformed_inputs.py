@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from world import GEOIDS, World
 
-from risk.cli import main
+from risk.cli.main import main
 
 
 def _csv_edit(path: Path, fn: Callable[[pd.DataFrame], pd.DataFrame]) -> None:

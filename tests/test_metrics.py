@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score
 
-from risk.metrics import bootstrap, replicate_aps
+from risk.model.metrics import bootstrap, replicate_aps
 
 
 def _frame(seed: int) -> pd.DataFrame:

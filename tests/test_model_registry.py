@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from risk.dictionary import model_feature_names
-from risk.features import build_features
-from risk.model import TrainedModel, TrainingRows, train
-from risk.registry import Registry, RegistryError
-from risk.scores import score_tracts
-from risk.settings import TierSettings
+from risk.core.settings import TierSettings
+from risk.features.build import build_features
+from risk.features.dictionary import model_feature_names
+from risk.model.gbm import TrainedModel, TrainingRows, train
+from risk.model.registry import Registry, RegistryError
+from risk.scoring.scores import score_tracts
 from risk.sources import Sources
 
 AS_OF = [date(2009, 3, 1), date(2010, 3, 1), date(2011, 3, 1), date(2012, 3, 1)]
@@ -140,7 +140,7 @@ def test_training_succeeds_when_the_older_origins_hold_no_positive() -> None:
 def test_a_full_disk_while_the_model_is_written_is_an_output_error_naming_the_path(rows, tmp_path: Path) -> None:
     from mounts import fill, tmpfs
 
-    from risk.errors import OutputError
+    from risk.core.errors import OutputError
 
     model = _model(rows)
     with tmpfs(tmp_path / "models", "256k") as root:
@@ -160,7 +160,7 @@ def test_a_full_disk_while_the_model_is_written_is_an_output_error_naming_the_pa
 def test_a_read_only_registry_is_an_output_error_not_a_missing_model(rows, tmp_path: Path) -> None:
     from mounts import tmpfs
 
-    from risk.errors import OutputError
+    from risk.core.errors import OutputError
 
     with tmpfs(tmp_path / "models", "1m", readonly=True) as root:
         with pytest.raises(OutputError, match=r"cannot write to the model registry .*models") as e:

@@ -18,7 +18,7 @@ from conftest import needs_shared
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from risk.features import build_features
+from risk.features.build import build_features
 from risk.sources import Sources
 
 DATED = {"demographics": "released", "evictions": "available", "rent": "available", "permits": "issued"}

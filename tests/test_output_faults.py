@@ -11,8 +11,8 @@ import pytest
 from jobproc import job_config
 from mounts import tmpfs
 
-from risk.registry import Registry
-from risk.settings import load_settings
+from risk.core.settings import load_settings
+from risk.model.registry import Registry
 
 RISK = Path(sys.executable).with_name("risk")
 

@@ -28,12 +28,12 @@ from postgres import Server, postgres_server
 from smtp import SmtpServer
 from sqlalchemy import Engine, func, inspect, select, text
 
-from risk.cli import main
-from risk.delivery import outbox_rows
-from risk.faults import POINT_ENV, SIGNAL_ENV
-from risk.history import list_runs
-from risk.registry import Registry
-from risk.store import engine_for, run_scores, runs, scores
+from risk.cli.main import main
+from risk.core.crashpoints import POINT_ENV, SIGNAL_ENV
+from risk.core.store import engine_for, run_scores, runs, scores
+from risk.delivery.outbox import outbox_rows
+from risk.model.registry import Registry
+from risk.service.history import list_runs
 
 AS_OF = "2018-03-05"
 KING_TRACTS = 397
@@ -223,10 +223,9 @@ def test_the_review_pages_log_in_show_tracts_and_record_a_decision(job: Job,
     from fastapi.testclient import TestClient
     from web_support import SECRET, SECRET_ENV, login, token
 
-    from risk import accounts
-    from risk.settings import load_settings
-    from risk.store import latest_decisions
-    from risk.web import create_app
+    from risk.core.settings import load_settings
+    from risk.core.store import latest_decisions
+    from risk.web import accounts, create_app
 
     settings = load_settings(job.config)
     engine = accounts.open_database(settings.paths.database)
@@ -288,7 +287,7 @@ def test_processes_starting_together_create_the_tables_once(postgres: Server) ->
 def test_queueing_a_key_another_sender_stored_meanwhile_keeps_the_first(postgres: Server) -> None:
     from datetime import UTC, datetime
 
-    from risk.delivery import _insert_new
+    from risk.delivery.outbox import _insert_new
 
     engine = engine_for(postgres.create_database())
     row = {"key": "k1", "run_id": None, "week": "2018-W10", "kind": "digest", "recipient": "a@example.org",

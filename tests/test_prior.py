@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from risk.baselines import predict_logistic
-from risk.model import LinearPrior, fit_logistic
+from risk.model.baselines import predict_logistic
+from risk.model.gbm import LinearPrior, fit_logistic
 
 
 def test_the_prior_is_the_scikit_learn_pipeline_fitted_without_its_copies() -> None:

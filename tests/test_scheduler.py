@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from jobproc import job_config
 
-from risk.history import list_runs
-from risk.store import engine_for
+from risk.core.store import engine_for
+from risk.service.history import list_runs
 
 RISK = Path(sys.executable).with_name("risk")
 

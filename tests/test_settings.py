@@ -9,9 +9,9 @@ from click.testing import CliRunner
 from pydantic import ValidationError
 from world import World
 
-from risk.cli import main
-from risk.errors import ConfigError
-from risk.settings import describe_keys, load_settings
+from risk.cli.main import main
+from risk.core.errors import ConfigError
+from risk.core.settings import describe_keys, load_settings
 
 
 def _replace(path: Path, old: str, new: str) -> None:

@@ -9,12 +9,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from risk.labels import NULL_CHECK_RATIO, Origin, OriginCounts, OutcomeError, label_summary, null_check, outcome_for
-from risk.settings import Settings, Vintage, load_settings
+from risk.core.settings import Settings, Vintage, load_settings
+from risk.outcomes.labels import (
+    NULL_CHECK_RATIO,
+    Origin,
+    OriginCounts,
+    OutcomeError,
+    label_summary,
+    null_check,
+    outcome_for,
+)
+from risk.outcomes.typology.rules import (
+    DISPLACEMENT_OR_GENTRIFICATION,
+    RISK_ORDER,
+    STUDENT,
+    UNAVAILABLE,
+)
+from risk.outcomes.typology.vintages import _database
+from risk.outcomes.typology_transition import TypologyTransition
 from risk.sources import Sources
-from risk.transition import TypologyTransition
-from risk.typology import DISPLACEMENT_OR_GENTRIFICATION, RISK_ORDER, STUDENT, UNAVAILABLE
-from risk.typology_baseline import _database
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "seattle"

@@ -8,9 +8,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from risk.typology import (
-    ADVG, ARG, CATEGORIES, DISPLACEMENT_OR_GENTRIFICATION, EOG, LISD, OD, RISK_ORDER, SAE, STUDENT,
-    UNAVAILABLE, Margins, classify,
+from risk.outcomes.typology.rules import (
+    ADVG,
+    ARG,
+    CATEGORIES,
+    DISPLACEMENT_OR_GENTRIFICATION,
+    EOG,
+    LISD,
+    OD,
+    RISK_ORDER,
+    SAE,
+    STUDENT,
+    UNAVAILABLE,
+    Margins,
+    classify,
 )
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "seattle"

@@ -13,11 +13,11 @@ from urllib.error import HTTPError, URLError
 
 import pytest
 from click.testing import CliRunner
-
-from risk import accounts
-from risk.cli import main
-from risk.settings import load_settings
 from web_support import SECRET, SECRET_ENV, WebState, build_state, web_config
+
+from risk.cli.main import main
+from risk.core.settings import load_settings
+from risk.web import accounts
 
 
 @pytest.fixture

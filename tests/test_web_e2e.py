@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-
-from risk.messages import TIER_COLOURS
-from risk.store import run_scores
 from web_support import PASSWORDS, WebState, app_for, build_state
+
+from risk.alerts.messages import TIER_COLOURS
+from risk.core.store import run_scores
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"

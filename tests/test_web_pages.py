@@ -13,14 +13,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from markupsafe import escape
-
-from risk import accounts
-from risk.alerts import decide
-from risk.web.app import ROUTERS
-from risk.store import latest_decisions, run_drivers, run_scores
-
 from web_support import (
-
     PASSWORDS,
     USER_FOR_ROLE,
     WebState,
@@ -30,6 +23,11 @@ from web_support import (
     login,
     token,
 )
+
+from risk.alerts.rules import decide
+from risk.core.store import latest_decisions, run_drivers, run_scores
+from risk.web import accounts
+from risk.web.app import ROUTERS
 
 ROLES = ("anonymous", "viewer", "planner", "admin")
 RANK = {"anonymous": -1, "viewer": 0, "planner": 1, "admin": 2}

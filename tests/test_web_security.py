@@ -14,13 +14,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from markupsafe import escape
 from sqlalchemy import func, inspect, select
-
-from risk import accounts
-from risk.errors import ConfigError
-from risk.settings import load_settings
-from risk.store import reviews
 from web_support import (
-
     PASSWORDS,
     SECRET,
     WebState,
@@ -32,6 +26,11 @@ from web_support import (
     token,
     web_config,
 )
+
+from risk.core.errors import ConfigError
+from risk.core.settings import load_settings
+from risk.core.store import reviews
+from risk.web import accounts
 
 XSS = ['<script>alert("xss")</script>', '"><img src=x onerror=alert(1)>', "'><svg onload=alert(1)>",
        "javascript:alert(1)//</textarea><script>alert(2)</script>"]

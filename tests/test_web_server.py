@@ -10,7 +10,6 @@ from contextlib import ExitStack
 
 import pytest
 from fastapi import FastAPI
-
 from web_support import WebState, app_for, build_state, serving
 
 HALF_A_HEADER = b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slow"

@@ -10,18 +10,17 @@ from click.testing import CliRunner
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, func, inspect, select
-
-from risk import accounts
-from risk.cli import main
-from risk.store import reviews
 from web_support import (
-
     WebState,
     client_for,
     fresh_login_counts,  # noqa: F401 (an autouse fixture)
     login,
     token,
 )
+
+from risk.cli.main import main
+from risk.core.store import reviews
+from risk.web import accounts
 
 READ_PAGES = ("/", "/model", "/audit", "/api/tracts", "/api/docs", "/export/flagged.csv")
 

@@ -10,10 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
-from risk import accounts
-from risk.errors import ConfigError
-from risk.settings import load_settings
 from web_support import (
     PASSWORDS,
     WebState,
@@ -27,6 +23,10 @@ from web_support import (
     try_login,
     web_config,
 )
+
+from risk.core.errors import ConfigError
+from risk.core.settings import load_settings
+from risk.web import accounts
 
 PARALLEL = 12
 

@@ -10,17 +10,16 @@ from click.testing import CliRunner, Result
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
-
-from risk import accounts
-from risk.cli import main
-from risk.store import reviews
 from web_support import (
-
     WebState,
     client_for,
     fresh_login_counts,  # noqa: F401 (an autouse fixture)
     token,
 )
+
+from risk.cli.main import main
+from risk.core.store import reviews
+from risk.web import accounts
 
 
 @pytest.fixture(scope="module")

@@ -18,14 +18,14 @@ from click.testing import CliRunner
 from jobproc import job_config
 from sqlalchemy import insert
 
-from risk.cli import main
-from risk.errors import LockBusyError, RiskError, StaleDataError
-from risk.history import get_run, list_runs
-from risk.lock import RunLock, host_identity
-from risk.pipeline import retrain_reason, run
-from risk.registry import ModelRecord
-from risk.settings import load_settings
-from risk.store import engine_for, locks
+from risk.cli.main import main
+from risk.core.errors import LockBusyError, RiskError, StaleDataError
+from risk.core.settings import load_settings
+from risk.core.store import engine_for, locks
+from risk.model.registry import ModelRecord
+from risk.service.history import get_run, list_runs
+from risk.service.lock import RunLock, host_identity
+from risk.service.pipeline import retrain_reason, run
 
 AS_OF = date(2018, 3, 5)
 RISK = Path(sys.executable).with_name("risk")
@@ -125,7 +125,7 @@ def _record(metadata: dict) -> ModelRecord:
 
 
 def test_retraining_follows_the_configured_policy(tmp_path: Path, bundled_sources: object) -> None:
-    from risk.dictionary import feature_names
+    from risk.features.dictionary import feature_names
 
     def settings(policy: str) -> object:
         return load_settings(job_config(tmp_path / policy, sections={"model": {"retrain": {

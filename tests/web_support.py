@@ -22,15 +22,15 @@ from urllib.parse import urlencode
 
 import pytest
 import yaml
+from conftest import bundled_config_copy
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, delete
 
-from conftest import bundled_config_copy
-from risk import accounts
-from risk.pipeline import run
-from risk.settings import Settings, load_settings
-from risk.store import run_scores
+from risk.core.settings import Settings, load_settings
+from risk.core.store import run_scores
+from risk.service.pipeline import run
+from risk.web import accounts
 
 SECRET = "test-secret-key-that-is-long-enough-0123456789"
 SECRET_ENV = "RISK_WEB_SECRET"

@@ -1,7 +1,7 @@
 """Source loaders, one module per family, and the validated bundle they make.
 
 :func:`load_sources` reads every configured file, collects every problem
-(file, line, column) and raises :class:`~risk.errors.DataValidationError`
+(file, line, column) and raises :class:`~risk.core.errors.DataValidationError`
 when any is an error, so nothing downstream runs on invalid input.
 """
 
@@ -18,9 +18,9 @@ from typing import TypeVar
 import geopandas as gpd
 import pandas as pd
 
-from risk.errors import DataValidationError, Problem
-from risk.files import EntryStore
-from risk.settings import Settings
+from risk.core.errors import DataValidationError, Problem
+from risk.core.files import EntryStore
+from risk.core.settings import Settings
 from risk.sources._bounded import ReadLimits
 from risk.sources._tables import ProblemLog
 from risk.sources.boundaries import load_boundaries

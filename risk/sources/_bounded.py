@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from risk.settings import SourcesSettings
+from risk.core.settings import SourcesSettings
 
 MIB = 1 << 20
 CHUNK = MIB

@@ -24,8 +24,8 @@ from typing import Any, Generic, TypeVar
 
 import pandas as pd
 
-from risk.errors import Problem
-from risk.files import EntryStore
+from risk.core.errors import Problem
+from risk.core.files import EntryStore
 from risk.sources._tables import ProblemLog, display_path
 from risk.sources.evictions import Evictions
 from risk.sources.permits import PermitFileInfo, Permits

@@ -19,8 +19,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from risk.errors import Problem
-from risk.sources._bounded import ReadLimits, Refused, ascii_compatible, as_utf8, byte_chunks, undecodable
+from risk.core.errors import Problem
+from risk.sources._bounded import (
+    ReadLimits,
+    Refused,
+    as_utf8,
+    ascii_compatible,
+    byte_chunks,
+    undecodable,
+)
 from risk.sources._layout import Layout, LineMap, scan
 
 SENTINEL_MAX = -1e8

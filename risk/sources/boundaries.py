@@ -17,7 +17,7 @@ from pyproj import CRS as ProjCRS
 from pyproj import Transformer
 from pyproj.exceptions import ProjError
 
-from risk.settings import BoundariesSource, RegionSettings
+from risk.core.settings import BoundariesSource, RegionSettings
 from risk.sources._bounded import Refused, check_size
 from risk.sources._tables import ProblemLog, normalise_geoids
 

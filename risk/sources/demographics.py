@@ -12,7 +12,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from risk.settings import DemographicsSource, RegionSettings, Vintage
+from risk.core.settings import DemographicsSource, RegionSettings, Vintage
 from risk.sources._tables import (
     ProblemLog,
     Table,

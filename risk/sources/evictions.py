@@ -15,7 +15,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from risk.settings import EvictionsSource, RegionSettings
+from risk.core.settings import EvictionsSource, RegionSettings
 from risk.sources._tables import (
     ProblemLog,
     check_duplicates,

@@ -17,7 +17,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from risk.settings import PermitFile, PermitsSource
+from risk.core.settings import PermitFile, PermitsSource
 from risk.sources._tables import (
     ProblemLog,
     Table,

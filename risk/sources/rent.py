@@ -14,7 +14,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from risk.settings import RegionSettings, RentSource
+from risk.core.settings import RegionSettings, RentSource
 from risk.sources._tables import (
     ProblemLog,
     check_duplicates,

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from risk import accounts
-from risk.accounts import AccountError, User
+from risk.web import accounts
+from risk.web.accounts import AccountError, User
 from risk.web.auth import Admin, CheckedForm, Planner, text_field
 from risk.web.common import NotFound, app_state
 

@@ -12,7 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from risk import accounts
+from risk.web import accounts
 from risk.web.auth import Viewer
 from risk.web.common import NotFound, app_state
 from risk.web.data import Filters, RunView, UnknownTract, WebData

@@ -21,10 +21,9 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from risk import accounts
-from risk.errors import RiskError
-from risk.settings import Settings
-from risk.web import admin, api, auth, model_page, views
+from risk.core.errors import RiskError
+from risk.core.settings import Settings
+from risk.web import accounts, admin, api, auth, model_page, views
 from risk.web.common import WebError
 from risk.web.data import UnknownArea, WebData
 from risk.web.pages import Pages

@@ -2,7 +2,7 @@
 
 The session cookie is Starlette's signed cookie (itsdangerous, HttpOnly,
 SameSite=Lax) holding a session id and a per-session CSRF token; the session
-itself is a row in the database (:data:`risk.accounts.sessions`), read with
+itself is a row in the database (:data:`risk.web.accounts.sessions`), read with
 its user on every request. Logging out, a password change, a role change or a
 lock deletes the row, so a copy of the cookie taken before is worth nothing.
 Every POST carries the CSRF token in a hidden field.
@@ -29,10 +29,10 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from risk import accounts
-from risk.accounts import Role, User
-from risk.errors import ConfigError, ConfigIssue
-from risk.settings import Settings, WebSettings
+from risk.core.errors import ConfigError, ConfigIssue
+from risk.core.settings import Settings, WebSettings
+from risk.web import accounts
+from risk.web.accounts import Role, User
 from risk.web.common import BadInput, Forbidden, LoginRequired, WebError, app_state
 
 MIN_SECRET = 32

@@ -8,10 +8,10 @@ from typing import Any
 import jinja2
 from fastapi import Request
 
-from risk import accounts
-from risk.messages import TIER_COLOURS
-from risk.settings import Settings
-from risk.templating import environment
+from risk.alerts.messages import TIER_COLOURS
+from risk.core.settings import Settings
+from risk.core.templating import environment
+from risk.web import accounts
 
 
 class WebError(Exception):

@@ -18,15 +18,15 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, select
 
-from risk import accounts
-from risk.alerts import REASONS, decide
-from risk.dictionary import BASE_FEATURES, BY_NAME, Feature
-from risk.errors import RiskError
-from risk.model import TrainedModel
-from risk.registry import ModelRecord, Registry
-from risk.scores import TIERS
-from risk.settings import Settings
-from risk.store import alerted, latest_run, run_drivers, run_scores, runs, scores
+from risk.alerts.rules import REASONS, decide
+from risk.core.errors import RiskError
+from risk.core.settings import Settings
+from risk.core.store import alerted, latest_run, run_drivers, run_scores, runs, scores
+from risk.features.dictionary import BASE_FEATURES, BY_NAME, Feature
+from risk.model.gbm import TrainedModel
+from risk.model.registry import ModelRecord, Registry
+from risk.scoring.scores import TIERS
+from risk.web import accounts
 from risk.web.geo import Geography, load_geography
 
 T = TypeVar("T")

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import shapely
 
-from risk.alerts import named_areas
-from risk.messages import TIER_COLOURS, tract_names
-from risk.settings import Settings
+from risk.alerts.messages import TIER_COLOURS, tract_names
+from risk.alerts.rules import named_areas
+from risk.core.settings import Settings
 from risk.sources import Sources, load_sources
 
 SIMPLIFY_DEG = 0.0002

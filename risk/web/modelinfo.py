@@ -8,12 +8,12 @@ from typing import Any
 
 import pandas as pd
 
-from risk.backtest import MODELS
-from risk.dictionary import FEATURES
-from risk.messages import ATTRIBUTION
-from risk.registry import ModelRecord
-from risk.report import LABELS
-from risk.settings import Settings
+from risk.alerts.messages import ATTRIBUTION
+from risk.core.settings import Settings
+from risk.features.dictionary import FEATURES
+from risk.model.backtest import MODELS
+from risk.model.registry import ModelRecord
+from risk.model.report import LABELS
 from risk.sources import Sources
 
 ATTRIBUTIONS = {

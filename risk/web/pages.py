@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
-from risk.accounts import User
-from risk.settings import Settings
+from risk.core.settings import Settings
+from risk.web.accounts import User
 from risk.web.auth import csrf_token, session_user
 from risk.web.common import build_environment
 

@@ -1,4 +1,4 @@
-"""PNG pictures for the pages, drawn on demand with :mod:`risk.explain` and kept per run.
+"""PNG pictures for the pages, drawn on demand with :mod:`risk.scoring.explain` and kept per run.
 
 matplotlib's pyplot state is global, so drawing is serialised; a picture is
 drawn once per run (and tract) and then served from memory.
@@ -13,7 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from risk.explain import Explanation, bar_png, beeswarm_png, contributions, waterfall_png
+from risk.scoring.explain import (
+    Explanation,
+    bar_png,
+    beeswarm_png,
+    contributions,
+    waterfall_png,
+)
 from risk.web.data import RunView, WebData
 
 _draw_lock = threading.Lock()

@@ -17,7 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from risk.settings import Settings
+from risk.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

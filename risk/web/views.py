@@ -9,12 +9,21 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from risk import accounts
-from risk.accounts import AccountError, User
-from risk.web import pictures
+from risk.web import accounts, pictures
+from risk.web.accounts import AccountError, User
 from risk.web.auth import CheckedForm, Planner, Viewer, text_field
 from risk.web.common import BadInput, NotFound, app_state
-from risk.web.data import FLAGGED, Filters, Order, RunView, Sort, Status, Tier, UnknownTract, WebData
+from risk.web.data import (
+    FLAGGED,
+    Filters,
+    Order,
+    RunView,
+    Sort,
+    Status,
+    Tier,
+    UnknownTract,
+    WebData,
+)
 from risk.web.geo import feature_collection, tier_colour
 
 router = APIRouter(include_in_schema=False)

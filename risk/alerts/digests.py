@@ -1,0 +1,123 @@
+"""Composing this week's messages: one digest per recipient, plus immediate high-tier messages."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from datetime import date
+from email.errors import MessageError
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+
+from risk.alerts.messages import (
+    Body,
+    Pictures,
+    area_map,
+    frame_sentences,
+    personal_message,
+    render_body,
+    tract_names,
+    tract_rows,
+)
+from risk.alerts.rules import (
+    Alert,
+    decide,
+    idempotency_key,
+    load_recipients,
+    named_areas,
+    recipient_tracts,
+    week_of,
+)
+from risk.core.settings import Settings
+from risk.alerts.messages import Outgoing
+from risk.model.gbm import TrainedModel
+from risk.scoring.explain import compact_waterfall_png, contributions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOutputs:
+    """What the scoring stages produced, as the alert stage needs it."""
+
+    as_of: date
+    scores: pd.DataFrame
+    previous: pd.DataFrame
+    decisions: pd.DataFrame
+    driver_rows: pd.DataFrame
+    features: pd.DataFrame
+    model: TrainedModel
+    notes: list[str]
+
+
+def _waterfalls(model: TrainedModel, features: pd.DataFrame, geoids: set[str], pictures: Pictures) -> None:
+    todo = sorted(g for g in geoids if g not in pictures.waterfalls)
+    if not todo:
+        return
+    expl = contributions(model, features.loc[todo])
+    with tempfile.TemporaryDirectory() as tmp:
+        for g in todo:
+            path = compact_waterfall_png(expl, g, Path(tmp) / f"{g}.png")
+            pictures.waterfalls[g] = path.read_bytes()
+
+
+def compose(settings: Settings, tracts: gpd.GeoDataFrame, run: RunOutputs, pictures: Pictures | None = None,
+            problems: list[str] | None = None) -> tuple[list[Alert], list[Outgoing]]:
+    """This week's alerts and every message they lead to (not yet queued); a recipient whose message cannot be
+    written is skipped, logged and, when ``problems`` is given, named there."""
+    cfg = settings.alerts
+    pictures = pictures or Pictures()
+    alerts = decide(run.scores, run.previous, run.decisions, cfg)
+    recipients = load_recipients(cfg, problems)
+    areas = named_areas(cfg, tracts)
+    names = tract_names(tracts, areas)
+    drivers = run.driver_rows
+    # sentences of the alerted tracts only: every tract's would take tens of seconds at national scale
+    sentences = frame_sentences(drivers[drivers["geoid"].isin({a.geoid for a in alerts})] if len(drivers) else drivers)
+    week = week_of(run.as_of)
+    out: list[Outgoing] = []
+    geoids = pd.Index(list(tracts.index))  # plain strings: iterating Arrow-backed values is slow
+    follows_of: dict[tuple[str, ...], set[str]] = {}  # a thousand recipients share a few dozen areas
+    bodies: dict[tuple[tuple[str, ...], str], Body] = {}
+
+    def body(follows: set[str], chosen: list[Alert], areas_: tuple[str, ...], kind: str) -> Body:
+        """The message everyone following ``areas_`` gets, its pictures drawn if they are not yet."""
+        top = {a.geoid for a in chosen[:cfg.top_waterfalls]}
+        _waterfalls(run.model, run.features, top, pictures)
+        area_key = frozenset(follows)
+        if chosen and area_key not in pictures.maps:
+            pictures.maps[area_key] = area_map(tracts, set(follows), {a.geoid: a.tier for a in alerts})
+        rows = tract_rows(chosen, names, sentences, settings.delivery.base_url, {g: f"drivers-{g}" for g in top})
+        return render_body(settings, kind, run.as_of, rows, areas_, pictures.maps.get(area_key) if chosen else None,
+                           pictures.waterfalls, run.notes)
+
+    for person in recipients:
+        if person.areas not in follows_of:
+            follows_of[person.areas] = recipient_tracts(person, geoids, areas)
+        follows = follows_of[person.areas]
+        mine = [a for a in alerts if a.geoid in follows]
+        kinds = []
+        if mine or person.empty_digest:
+            kinds.append(("digest", mine))
+        urgent = [a for a in mine if "new_high" in a.reasons]
+        if person.immediate and urgent:
+            kinds.append(("immediate", urgent))
+        for kind, chosen in kinds:
+            # the same areas give the same tracts, text and pictures: render once, then add each name
+            if (person.areas, kind) not in bodies:
+                bodies[(person.areas, kind)] = body(follows, chosen, person.areas, kind)
+            try:
+                msg = personal_message(settings, bodies[(person.areas, kind)], person)
+                key = idempotency_key(person.email, kind, week)
+            except (ValueError, TypeError, UnicodeError, MessageError) as e:
+                # one address the mail library cannot write must not cost everyone else this week's e-mail
+                problem = f"no {kind} for recipient {person.email!r} ({person.name}): {e}"
+                log.warning(problem)
+                if problems is not None:
+                    problems.append(problem)
+                continue
+            out.append(Outgoing(key, week, kind, person.email, msg))
+    return alerts, out

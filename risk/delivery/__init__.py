@@ -1,0 +1,1 @@
+"""Getting messages out: the durable outbox and its transports."""

@@ -1,0 +1,1 @@
+"""Point-in-time tract features: the build, the feature dictionary and spatial contiguity."""

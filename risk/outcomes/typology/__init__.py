@@ -1,0 +1,1 @@
+"""The Urban Displacement Project typology: its rules, their noise margins, and the vintages known at a date."""

@@ -1,0 +1,1 @@
+"""Scores of every tract and their SHAP explanations."""

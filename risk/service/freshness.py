@@ -1,0 +1,128 @@
+"""Data freshness: which sources are stale, missing or lost coverage at a run's as-of date.
+
+A time-series family (evictions, rent index, permits) whose newest record is
+older than its ``max_age_days`` (``max_gap_days`` for permits) at the as-of
+date is dropped from that run's features: its columns are missing for every
+tract. LightGBM sends a missing value down the branch it learned for missing
+values where the feature was missing in some training rows; where it never
+was, LightGBM reads the missing value as zero. The scores of such a run are
+therefore less trustworthy, and the note says so. A source marked
+``required`` fails the run instead. Demographic vintages are never dropped (they are the only source of
+the demographic features): a stale vintage is reported, or fails the run when
+required.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+import pandas as pd
+
+from risk.core.errors import DataValidationError, Problem, StaleDataError
+from risk.core.settings import Settings
+from risk.sources import Sources
+
+TIME_SERIES = {"evictions": "available", "rent": "available", "permits": "issued"}
+COVERAGE_FLAG = {"evictions": "cov_evictions", "rent": "cov_rent_index", "permits": "cov_permits",
+                 "demographics": "cov_demographics"}
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """What a run should tell its readers about its data."""
+
+    notes: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    coverage: dict[str, int] = field(default_factory=dict)
+
+
+def required_sources(settings: Settings) -> set[str]:
+    """Families marked ``required`` in the config."""
+    return {family for family, needed in _required(settings).items() if needed}
+
+
+def _required(settings: Settings) -> dict[str, bool]:
+    s = settings.sources
+    return {"evictions": bool(s.evictions and s.evictions.required), "rent": s.rent.required,
+            "permits": bool(s.permits and s.permits.required), "demographics": s.demographics.required}
+
+
+def _series_note(family: str, frame: pd.DataFrame | None, column: str, as_of: date,
+                 max_age: pd.Timedelta, covered: int) -> str | None:
+    name = family.replace("_", " ")
+    if frame is None:
+        return f"{name}: not configured; its features are missing for every tract"
+    known = frame.loc[frame[column] <= pd.Timestamp(as_of), column]
+    if known.empty:
+        return f"{name}: no records known by {as_of}; its features are missing for every tract"
+    newest = known.max().date()
+    if pd.Timestamp(as_of) - known.max() > max_age:
+        return (f"{name}: stale, newest record {newest} is more than {max_age.days} days before {as_of}; "
+                "dropped from this run's features (read these scores with care: the model takes missing "
+                "values it never saw in training as zero)")
+    if covered == 0:
+        return f"{name}: records up to {newest} are known but none gives a feature for any tract at {as_of}"
+    return None
+
+
+def _demographics_note(sources: Sources, as_of: date, max_age_days: int) -> str | None:
+    released = sources.demographics.loc[sources.demographics["released"] <= pd.Timestamp(as_of), "released"]
+    if released.empty:
+        return f"demographics: no vintage released by {as_of}"
+    newest = released.max().date()
+    if (as_of - newest).days > max_age_days:
+        return (f"demographics: stale, newest vintage released {newest}, more than {max_age_days} days before "
+                f"{as_of}; still used (no other source of these features)")
+    return None
+
+
+def _coverage_notes(coverage: dict[str, int], previous: dict[str, int] | None, drop: float) -> list[str]:
+    notes = []
+    for family, now in coverage.items():
+        before = (previous or {}).get(family, 0)
+        if before > 0 and (before - now) / before > drop:
+            notes.append(f"{family}: tract coverage fell from {before} to {now} since the previous run "
+                         f"(more than {drop:.0%})")
+    return notes
+
+
+def _refuse_collapse(coverage: dict[str, int], previous: dict[str, int] | None, limit: float,
+                     explained: set[str]) -> None:
+    """A DataValidationError for each family that lost more than ``limit`` of its tracts since the previous run
+    while its records are fresh (a stale family's loss is expected and only reported): broken files, most
+    likely, and a model trained on them must not replace the champion."""
+    collapsed = []
+    for family, now in coverage.items():
+        before = (previous or {}).get(family, 0)
+        if family not in explained and before > 0 and (before - now) / before > limit:
+            collapsed.append(Problem(
+                file=f"sources.{family}", family=family,
+                message=f"{family}: tract coverage collapsed from {before} to {now} since the previous run (more "
+                f"than sources.coverage_collapse = {limit:.0%}); check its files (coordinates, GEOIDs, the "
+                "coverage list); nothing is trained or promoted until it is fixed"))
+    if collapsed:
+        raise DataValidationError(collapsed)
+
+
+def assess(settings: Settings, sources: Sources, features: pd.DataFrame, as_of: date,
+           previous_coverage: dict[str, int] | None) -> Freshness:
+    """Notes on stale, missing and shrinking sources; raises StaleDataError if a required one is among them."""
+    coverage = {family: int(features[flag].sum()) for family, flag in COVERAGE_FLAG.items() if flag in features}
+    problems: dict[str, str] = {}
+    frames = {"evictions": sources.evictions, "rent": sources.rent, "permits": sources.permits}
+    for family, column in TIME_SERIES.items():
+        note = _series_note(family, frames[family], column, as_of, sources.max_age[family], coverage.get(family, 0))
+        if note:
+            problems[family] = note
+    note = _demographics_note(sources, as_of, settings.sources.demographics.max_age_days)
+    if note:
+        problems["demographics"] = note
+    required = _required(settings)
+    failing = [note for family, note in problems.items() if required[family]]
+    if failing:
+        raise StaleDataError(f"required source(s) unusable at {as_of}: " + "; ".join(failing))
+    _refuse_collapse(coverage, previous_coverage, settings.sources.coverage_collapse, set(problems))
+    notes = [str(w) for w in sources.warnings] + list(problems.values())
+    notes += _coverage_notes(coverage, previous_coverage, settings.sources.coverage_drop)
+    return Freshness(notes=notes, stale=list(problems), coverage=coverage)

@@ -1,0 +1,288 @@
+"""The weekly cycle: every stage composed, under a database lock, recorded in the run history.
+
+Load and validate the sources, build point-in-time features, retrain when
+the policy says so, score every tract, explain every score, store the run,
+decide alerts, queue the messages in the durable outbox and deliver them.
+Each stage commits one transaction or writes a temporary file and renames it,
+so a run killed anywhere leaves the last good model, scores and outbox
+intact, and the next run completes the work: it finds the same alerts (the
+killed run never became the "previous run"), queues only messages not yet in
+the outbox and sends what is still queued.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy import Engine
+
+from risk.alerts.digests import RunOutputs, compose
+from risk.core.crashpoints import checkpoint
+from risk.core.errors import RiskError, StoppedError
+from risk.core.files import atomic_path
+from risk.core.settings import Settings
+from risk.core.store import (
+    engine_for,
+    latest_decisions,
+    latest_run,
+    previous_scores,
+    run_drivers,
+    run_scores,
+    save_scores,
+)
+from risk.delivery.outbox import queue, requeue_interrupted, send_queued
+from risk.features.dictionary import feature_names
+from risk.model.engines.configured import features as engine_features
+from risk.model.engines.configured import train_and_register
+from risk.model.gbm import TrainedModel
+from risk.model.registry import ModelRecord, Registry
+from risk.scoring.explain import contributions, driver_table
+from risk.scoring.scores import score_tracts
+from risk.service.freshness import assess, required_sources
+from risk.service.history import abandon_unfinished, begin_run, finish_run, update_run
+from risk.service.lock import RunLock
+from risk.sources import Sources, load_sources
+
+DRIVERS_PER_TRACT = 5
+STAGES = ("validate", "features", "train", "score", "explain", "store", "alerts", "deliver")
+
+
+@dataclass
+class RunResult:
+    """What one run did."""
+
+    as_of: date
+    features_path: Path
+    tracts: int
+    coverage: dict[str, int]
+    run_id: int | None = None
+    status: str = "finished"
+    model_id: str | None = None
+    retrained: bool = False
+    tiers: dict[str, int] = field(default_factory=dict)
+    alerts: int = 0
+    emails_queued: int = 0
+    emails_sent: int = 0
+    emails_failed: int = 0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    data_notes: list[str] = field(default_factory=list)
+    recipients_skipped: list[str] = field(default_factory=list)
+    """Messages that could not be written, one line each (recipient and reason); everyone else's went out."""
+
+    def counts(self) -> dict[str, object]:
+        """The counts stored in the run history."""
+        return {"tracts_scored": self.tracts, "tiers": self.tiers, "alerts": self.alerts,
+                "emails_queued": self.emails_queued, "emails_sent": self.emails_sent,
+                "emails_failed": self.emails_failed, "recipients_skipped": self.recipients_skipped}
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return {
+            "run_id": self.run_id, "status": self.status, "as_of": self.as_of.isoformat(),
+            "model_id": self.model_id, "retrained": self.retrained, **self.counts(),
+            "features_path": str(self.features_path), "coverage": self.coverage,
+            "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
+            "data_notes": self.data_notes,
+        }
+
+
+def default_as_of(sources: Sources, required: set[str], today: date | None = None) -> date:
+    """Today, or the last day on which every *required* time-series source is still fresh if that is earlier.
+
+    Optional sources do not hold the date back: when they go stale they are
+    dropped from the run's features and reported in its data notes."""
+    limits = [pd.Timestamp(today or date.today())]
+    for family, frame, column in (("evictions", sources.evictions, "available"), ("rent", sources.rent, "available"),
+                                  ("permits", sources.permits, "issued")):
+        if family in required and frame is not None and not frame.empty:
+            limits.append(frame[column].max() + sources.max_age[family])
+    return min(limits).date()
+
+
+def write_features(features: pd.DataFrame, path: Path) -> Path:
+    """Write a feature table to Parquet, atomically."""
+    with atomic_path(path) as tmp:
+        features.to_parquet(tmp, index=True)
+        checkpoint("features.written")
+    return path
+
+
+def retrain_reason(settings: Settings, champion: ModelRecord | None, newest: ModelRecord | None,
+                   sources: Sources, as_of: date) -> str | None:
+    """Why this run must train a model, or None to keep the champion.
+
+    The policy looks at the newest model trained for the outcome, not only the
+    champion: a challenger that was not promoted still counts as this data's
+    training, so the next run does not train it again."""
+    if champion is None:
+        return "no champion yet"
+    if champion.metadata.get("features") != feature_names(settings.features.spatial_lags):
+        return "the champion was trained on other features"
+    last = newest or champion
+    policy = settings.model.retrain
+    recorded = last.metadata.get("data_hashes")  # absent for a model registered by hand: keep it
+    if policy.policy == "data_changed" and recorded is not None and recorded != sources.file_hashes:
+        return "an input file changed since the last model was trained"
+    trained = last.metadata.get("as_of")
+    if policy.policy == "every_n_weeks" and trained:
+        if (as_of - date.fromisoformat(str(trained))).days >= 7 * policy.every_weeks:
+            return f"the last model was trained more than {policy.every_weeks} weeks before this run"
+    return None
+
+
+def _champion(settings: Settings, sources: Sources, as_of: date) -> tuple[ModelRecord, bool]:
+    """The champion for the configured outcome, retrained first when the policy says so."""
+    registry = Registry(settings.paths.models)
+    champion = registry.champion(settings.model.outcome)
+    newest = ([r for r in registry.list() if r.outcome == settings.model.outcome] or [None])[-1]
+    if retrain_reason(settings, champion, newest, sources, as_of) is None:
+        return champion, False  # type: ignore[return-value]
+    # imported here: the backtest pulls in scikit-learn and SciPy, seconds of start-up most weekly runs don't need
+    from risk.model.backtest import run_backtest
+    from risk.model.cache import work_cache
+    from risk.model.report import write_report
+
+    cache = work_cache(settings, sources)
+    result = run_backtest(settings, sources, settings.model.outcome, cache=cache)
+    checkpoint("train.backtested")
+    write_report(result, settings.paths.reports)
+    trained = train_and_register(settings, sources, as_of, result, cache)
+    if cache:
+        cache.prune()
+    usable = champion is not None and champion.metadata.get("features") == feature_names(settings.features.spatial_lags)
+    if trained.promoted or not usable:
+        registry.promote(trained.record.model_id)  # a champion that cannot score these features must go
+        return trained.record, True
+    return champion, True  # type: ignore[return-value]
+
+
+def _driver_rows(model: TrainedModel, features: pd.DataFrame) -> pd.DataFrame:
+    """The top drivers of every tract, as rows for the database."""
+    return driver_table(contributions(model, features), features.median(), DRIVERS_PER_TRACT)
+
+
+class _Stages:
+    """Times each stage, records it in the run row, and honours a stop request between stages."""
+
+    def __init__(self, engine: Engine, lock: RunLock, stop: threading.Event | None,
+                 on_stage: Callable[[str], None] | None) -> None:
+        self.engine, self.lock, self.stop, self.on_stage = engine, lock, stop, on_stage
+        self.run_id: int | None = None
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        """Run one stage: refuse to start it after a stop request or a lost lock, and time it."""
+        self.lock.check()
+        if self.stop is not None and self.stop.is_set():
+            raise StoppedError(f"stopped before the {name} stage")
+        if self.on_stage is not None:
+            self.on_stage(name)
+        if self.run_id is not None:
+            update_run(self.engine, self.run_id, stage=name)
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - start
+        checkpoint(f"{name}.done")
+
+
+def _previous_coverage(engine: Engine) -> dict[str, int] | None:
+    """Tracts covered per source in the previous run, to spot a sharp drop."""
+    row = latest_run(engine)
+    return row.get("coverage") if row else None
+
+
+def run(settings: Settings, as_of: date | None = None, today: date | None = None, *,
+        stop: threading.Event | None = None, on_stage: Callable[[str], None] | None = None) -> RunResult:
+    """One weekly cycle, under the database's run lock, recorded in the run history."""
+    # a damaged SQLite file is refused before any stage, rather than failing half-way once scores are made
+    engine = engine_for(settings.paths.database, settings.paths.database_busy_timeout_s, quick_check=True)
+    with RunLock(engine, settings.schedule.lock_stale_s) as lock:
+        abandon_unfinished(engine)
+        requeue_interrupted(engine)
+        stage = _Stages(engine, lock, stop, on_stage)
+        hashes: dict[str, str] = {}
+        run_id = begin_run(engine, as_of or today or date.today(), settings.model.outcome, lock.owner, hashes)
+        stage.run_id = run_id
+        try:
+            result = _cycle(settings, engine, run_id, stage, as_of, today, stop)
+        except BaseException as e:  # a stop, an error or Ctrl-C: the run row says where and why
+            status = "stopped" if isinstance(e, (StoppedError, KeyboardInterrupt)) else "failed"
+            finish_run(engine, run_id, status, error=f"{type(e).__name__}: {e}"[:2000],
+                       stage_seconds={k: round(v, 3) for k, v in stage.seconds.items()})
+            raise
+        checkpoint("run.finishing")
+        finish_run(engine, run_id, "finished", stage=None, counts=result.counts(), notes=result.data_notes,
+                   coverage=result.coverage, retrained=result.retrained, model_id=result.model_id,
+                   stage_seconds={k: round(v, 3) for k, v in result.stage_seconds.items()})
+    return result
+
+
+def _cycle(settings: Settings, engine: Engine, run_id: int, stage: _Stages, as_of: date | None,
+           today: date | None, stop: threading.Event | None) -> RunResult:
+    with stage("validate"):
+        sources = load_sources(settings, today, reuse=True)
+        held_back = as_of is None
+        as_of = as_of or default_as_of(sources, required_sources(settings), today)
+        update_run(engine, run_id, as_of=as_of, data_hashes=sources.file_hashes)
+    with stage("features"):
+        features = engine_features(settings, sources, as_of)
+        fresh = assess(settings, sources, features, as_of, _previous_coverage(engine))
+        if held_back and as_of < (today or date.today()):
+            needed = ", ".join(sorted(required_sources(settings)))
+            fresh.notes.append(f"as of {as_of}, not today ({today or date.today()}): the required source(s) "
+                               f"{needed} have nothing fresh after it; until they do, every run sees this same "
+                               "week and sends no new e-mail")
+        path = write_features(features, settings.paths.features / f"features_{as_of.isoformat()}.parquet")
+    with stage("train"):
+        record, retrained = _champion(settings, sources, as_of)
+        model = record.load()
+        update_run(engine, run_id, model_id=record.model_id, retrained=retrained)
+    with stage("score"):
+        previous = previous_scores(engine)
+        table = score_tracts(model, features, previous, settings.model.tiers)
+    with stage("explain"):
+        driver_rows = _driver_rows(model, features)
+    with stage("store"):
+        save_scores(engine, run_id, record.model_id, table, driver_rows)
+    with stage("alerts"):
+        outputs = RunOutputs(as_of, table, previous, latest_decisions(engine), driver_rows, features, model,
+                             fresh.notes)
+        skipped: list[str] = []
+        alerts, outgoing = compose(settings, sources.tracts, outputs, problems=skipped)
+        checkpoint("alerts.composed")
+        queued = queue(engine, run_id, outgoing)
+    with stage("deliver"):
+        sent = send_queued(engine, settings.delivery, stop=stop, guard=stage.lock.check)
+        if stop is not None and stop.is_set() and sent.still_queued:
+            raise StoppedError(f"stopped during delivery; {sent.still_queued} message(s) stay queued for the next run")
+    return RunResult(as_of=as_of, features_path=path, tracts=len(table), coverage=fresh.coverage, run_id=run_id,
+                     model_id=record.model_id, retrained=retrained,
+                     tiers={t: int((table["tier"] == t).sum()) for t in ("high", "elevated", "watch", "low")},
+                     alerts=len(alerts), emails_queued=queued, emails_sent=sent.sent, emails_failed=sent.failed,
+                     stage_seconds=stage.seconds, data_notes=fresh.notes, recipients_skipped=skipped)
+
+
+def latest_outputs(settings: Settings) -> tuple[int, RunOutputs, Sources]:
+    """The newest stored run, reassembled for previews and re-sends."""
+    engine = engine_for(settings.paths.database)
+    row = latest_run(engine)
+    if row is None:
+        raise RiskError("no scoring run in the database yet: run `risk run` first")
+    sources = load_sources(settings)
+    path = settings.paths.features / f"features_{row['as_of'].isoformat()}.parquet"
+    if not path.exists():
+        raise RiskError(f"the features of run {row['id']} are missing ({path}): run `risk run` again")
+    features = pd.read_parquet(path)
+    model = Registry(settings.paths.models).get(row["model_id"]).load()
+    outputs = RunOutputs(row["as_of"], run_scores(engine, row["id"]), previous_scores(engine, before_run=row["id"]),
+                         latest_decisions(engine), run_drivers(engine, row["id"]), features, model,
+                         list(row.get("notes") or []))
+    return int(row["id"]), outputs, sources
