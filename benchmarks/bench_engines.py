@@ -29,7 +29,7 @@ from risk.model.backtest import build_panel
 from risk.model.engines import dask as engine_dask
 from risk.model.engines.dask_train import train as dask_train
 from risk.model.gbm import TrainedModel, TrainingRows, train
-from risk.outcomes.labels import outcome_for
+from risk.outcomes.registry import outcome_for
 from risk.sources import load_sources
 
 YEARS = 20

@@ -102,7 +102,7 @@ def _floor(settings: object, sources: object, as_of: object, features: object) -
     from risk.model.cache import work_cache
     from risk.model.gbm import PARAMS
     from risk.model.registry import Registry
-    from risk.outcomes.labels import outcome_for
+    from risk.outcomes.registry import outcome_for
 
     outcome_name = settings.model.outcome  # type: ignore[attr-defined]
     record = [r for r in Registry(settings.paths.models).list() if r.outcome == outcome_name][-1]

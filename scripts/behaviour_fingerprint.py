@@ -24,13 +24,13 @@ import pandas as pd
 
 from risk.core.settings import load_settings
 from risk.features.build import build_features
-from risk.outcomes.labels import outcome_for
+from risk.outcomes.registry import OUTCOMES, outcome_for
 from risk.service.freshness import required_sources
 from risk.service.pipeline import default_as_of
 from risk.sources import load_sources
 
 ROOT = Path(__file__).resolve().parents[1]
-OUTCOMES = ("eviction_surge", "low_income_loss")
+BACKTESTED = tuple(spec.name for spec in OUTCOMES if spec.backtest)
 
 
 def frame_digest(frame: pd.DataFrame) -> str:
@@ -47,7 +47,7 @@ def feature_digests(config: Path) -> dict[str, str]:
     settings = load_settings(config)
     sources = load_sources(settings)
     dates = {default_as_of(sources, required_sources(settings))}
-    for name in OUTCOMES:
+    for name in BACKTESTED:
         dates.update(o.as_of for o in outcome_for(name, settings).origins(sources))
     return {str(d): frame_digest(build_features(sources, d, settings.features)) for d in sorted(dates)}
 
@@ -61,7 +61,7 @@ def backtests(config: Path) -> dict[str, object]:
         for entry in ("data",):
             if (config.parent / entry).exists():
                 os.symlink(config.parent / entry, folder / entry)
-        for name in OUTCOMES:
+        for name in BACKTESTED:
             done = subprocess.run([sys.executable, "-m", "risk", "--config", str(folder / "config.yaml"),
                                    "backtest", "--outcome", name, "--json"],
                                   capture_output=True, text=True, check=True)

@@ -27,7 +27,7 @@ from risk.model.backtest import (
 )
 from risk.model.baselines import BASELINES, rank_functions
 from risk.model.metrics import bootstrap, model_metrics
-from risk.outcomes.labels import outcome_for
+from risk.outcomes.registry import outcome_for
 from risk.sources import load_sources
 
 BLOCKS = 8
@@ -68,7 +68,7 @@ def main() -> None:
     outcome.origins = lambda s: [o for o in every(s) if o.year <= args.last_origin]  # type: ignore[method-assign]
     panel = build_panel(outcome, sources, settings)
     features = model_feature_names(settings.features.spatial_lags)
-    ranks = {n: _per_origin(fn) for n, fn in rank_functions(outcome, settings).items()}
+    ranks = {n: _per_origin(fn) for n, fn in rank_functions(outcome).items()}
     models = ["lightgbm", *BASELINES]
     for design in args.designs:
         preds = pd.concat([_predict_origin(t, train, sources, settings, ranks, features)[0]

@@ -15,7 +15,7 @@ from risk.core.settings import Settings
 from risk.features.dictionary import model_feature_names
 from risk.model.backtest import MODELS, Backtest, run_backtest
 from risk.model.report import write_report
-from risk.outcomes.labels import outcome_for
+from risk.outcomes.registry import outcome_for
 from risk.sources import Sources
 
 

@@ -20,7 +20,7 @@ from risk.features.build import build_features
 from risk.model.backtest import Backtest, build_panel, run_backtest
 from risk.model.cache import KEEP_DAYS, WorkCache
 from risk.model.training import train_and_register
-from risk.outcomes.labels import outcome_for
+from risk.outcomes.registry import outcome_for
 from risk.sources import Sources, collect, load_sources
 
 

@@ -33,7 +33,7 @@ from risk.model.gbm import (
     train,
 )
 from risk.model.registry import Registry
-from risk.outcomes.labels import outcome_for
+from risk.outcomes.registry import outcome_for
 from risk.service.pipeline import run
 from risk.sources import Sources, load_sources
 from risk.sources.synth import write_world

@@ -19,14 +19,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from risk.core.errors import RiskError
+from risk.core.errors import ExplanationError, RiskError
 from risk.core.settings import Settings
 from risk.features.build import build_features
 from risk.features.dictionary import BY_NAME, feature_names
 from risk.model.gbm import Calibrator, TrainedModel, TrainingRows, train
 from risk.scoring.explain import (
     Explanation,
-    ExplanationError,
     bar_png,
     beeswarm_png,
     check_additivity,

@@ -10,7 +10,9 @@ import pytest
 
 from risk.core.settings import EvictionSurgeSettings, Settings
 from risk.features.build import build_features
-from risk.outcomes.labels import EvictionSurge, label_summary, null_check, outcome_for
+from risk.outcomes.eviction_surge import EvictionSurge
+from risk.outcomes.labels import label_summary, null_check
+from risk.outcomes.registry import outcome_for
 from risk.sources import Sources
 
 

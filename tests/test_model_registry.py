@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from risk.core.errors import RegistryError
 from risk.core.settings import TierSettings
 from risk.features.build import build_features
 from risk.features.dictionary import model_feature_names
 from risk.model.gbm import TrainedModel, TrainingRows, train
-from risk.model.registry import Registry, RegistryError
+from risk.model.registry import Registry
 from risk.scoring.scores import score_tracts
 from risk.sources import Sources
 

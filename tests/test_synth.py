@@ -11,14 +11,16 @@ import pytest
 from click.testing import CliRunner
 
 from risk.cli.main import main
+from risk.core.errors import SynthError
 from risk.core.settings import load_settings
 from risk.features.dictionary import model_feature_names
 from risk.model.backtest import build_panel
 from risk.model.gbm import TrainingRows, train
-from risk.outcomes.labels import label_summary, null_check, outcome_for
+from risk.outcomes.labels import label_summary, null_check
+from risk.outcomes.registry import outcome_for
 from risk.scoring.explain import contributions, global_importance
 from risk.sources import Sources, load_sources
-from risk.sources.synth import DRIVERS, IRRELEVANT, SynthError, write_world
+from risk.sources.synth import DRIVERS, IRRELEVANT, write_world
 
 RECOVERY = {"tracts": 1200, "years": 14, "seed": 1}
 """Six origins (2005-2010) of 1,200 tracts, about 450 positives: with 800 tracts the weakest driver (new

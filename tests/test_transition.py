@@ -9,25 +9,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from risk.core.errors import OutcomeError
 from risk.core.settings import Settings, Vintage, load_settings
+from risk.outcomes.base import Origin
 from risk.outcomes.labels import (
     NULL_CHECK_RATIO,
-    Origin,
     OriginCounts,
-    OutcomeError,
     label_summary,
     null_check,
-    outcome_for,
 )
+from risk.outcomes.registry import outcome_for
 from risk.outcomes.typology.rules import (
     DISPLACEMENT_OR_GENTRIFICATION,
     RISK_ORDER,
     STUDENT,
     UNAVAILABLE,
 )
-from risk.outcomes.typology.vintages import _database
 from risk.outcomes.typology_transition import TypologyTransition
-from risk.sources import Sources
+from risk.sources import Sources, load_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "seattle"
@@ -41,6 +40,15 @@ SEED = 20240601
 def _with_demographics(settings: Settings, **changes: object) -> Settings:
     demo = settings.sources.demographics.model_copy(update=changes)
     return settings.model_copy(update={"sources": settings.sources.model_copy(update={"demographics": demo})})
+
+
+def _database(path: str) -> pd.DataFrame:
+    """The UDP database file as written, sentinels missing: the tests write altered copies of it."""
+    frame = pd.read_csv(path, dtype={"GEOID": str, "FIPS": str}, low_memory=False)
+    frame.index = frame["GEOID"].astype("string").str.zfill(11)
+    numeric = frame.select_dtypes("number")
+    frame[numeric.columns] = numeric.mask(numeric <= -1e8)
+    return frame
 
 
 def _released(settings: Settings) -> dict[str, date]:
@@ -76,7 +84,8 @@ def test_origin_dates_come_from_the_configured_releases(bundled_settings: Settin
     # moved release dates move the origin: nothing is hard-coded
     moved = tuple(v.model_copy(update={"released": v.released.replace(day=15)}) if v.suffix in ("00", "18") else v
                   for v in bundled_settings.sources.demographics.vintages)
-    origin = _only_origin(TypologyTransition(_with_demographics(bundled_settings, vintages=moved)), bundled_sources)
+    moved_settings = _with_demographics(bundled_settings, vintages=moved)
+    origin = _only_origin(TypologyTransition(moved_settings), load_sources(moved_settings))
     assert origin == Origin(2000, date(2002, 8, 15), date(2019, 12, 15))
 
 
@@ -144,7 +153,7 @@ def test_bundled_king_counts(bundled: TypologyTransition, bundled_sources: Sourc
 def test_shared_three_county_counts(shared: TypologyTransition, shared_sources: Sources,
                                     shared_settings: Settings) -> None:
     assert len(_database(str(shared_settings.sources.demographics.path))) == 718
-    assert len(shared.typology_at(date(2002, 8, 1))) == 718  # regional medians over the three counties
+    assert len(shared.typology_at(shared_sources, date(2002, 8, 1))) == 718  # regional medians over the three counties
     lab = _check_labels(shared, shared_sources, shared_settings)
     pos, neg = _counts(lab)
     print(f"\nshared database, King labelled (3-county regional medians): {pos} / {neg} ({pos / (pos + neg):.1%})")
@@ -198,15 +207,15 @@ def test_null_world_applies_the_label_function(bundled: TypologyTransition, bund
     """Fed the observed frame instead of a simulated one, null_rate reproduces the observed positive rate."""
     origin = _only_origin(bundled, bundled_sources)
     lab = bundled.label(bundled_sources, origin)
-    monkeypatch.setattr(bundled, "no_change_world", lambda o, rng: bundled.known_frame(o.closes))
+    monkeypatch.setattr(bundled, "no_change_world", lambda s, o, rng: bundled.known_frame(s, o.closes))
     assert bundled.null_rate(bundled_sources, origin, np.random.default_rng(SEED), 1) == pytest.approx(lab["y"].mean())
 
 
 def test_no_change_world_holds_only_t_values_and_simulated_ones(bundled: TypologyTransition,
                                                                 bundled_sources: Sources) -> None:
     origin = _only_origin(bundled, bundled_sources)
-    db = bundled.known_frame(origin.closes)
-    sim = bundled.no_change_world(origin, np.random.default_rng(SEED))
+    db = bundled.known_frame(bundled_sources, origin.closes)
+    sim = bundled.no_change_world(bundled_sources, origin, np.random.default_rng(SEED))
     assert "lmh_flag_encoded" not in sim.columns  # no value at t: classify falls back to its proxy
     later = [c for c in sim.columns if c.endswith(("_12", "_18"))]
     assert set(later) <= {f"{v}_{s}" for s in ("12", "18") for v in (
@@ -237,11 +246,12 @@ def test_labels_use_only_vintages_released_by_closes(bundled_settings: Settings,
                 Vintage(suffix="24", label="ACS 2020-2024", released=date(2025, 12, 11)))
     settings = _with_demographics(bundled_settings, path=path, vintages=vintages)
     before, after = TypologyTransition(bundled_settings), TypologyTransition(settings)
+    after_sources = load_sources(settings)
     origin = _only_origin(before, bundled_sources)
-    assert after.origins(bundled_sources)[0] == origin  # and a second one, 2018 -> 2024
-    assert all(d <= origin.closes for c in after.known_frame(origin.closes).columns
+    assert after.origins(after_sources)[0] == origin  # and a second one, 2018 -> 2024
+    assert all(d <= origin.closes for c in after.known_frame(after_sources, origin.closes).columns
                for s, d in _released(settings).items() if c.endswith(f"_{s}"))
-    pd.testing.assert_frame_equal(after.label(bundled_sources, origin), before.label(bundled_sources, origin))
+    pd.testing.assert_frame_equal(after.label(after_sources, origin), before.label(bundled_sources, origin))
 
 
 def test_typology_at_t_is_known_at_as_of(bundled_settings: Settings, bundled_sources: Sources,
@@ -254,11 +264,12 @@ def test_typology_at_t_is_known_at_as_of(bundled_settings: Settings, bundled_sou
     path = tmp_path / "udp_scrambled.csv"
     db.to_csv(path, index=False)
     before = TypologyTransition(bundled_settings)
-    after = TypologyTransition(_with_demographics(bundled_settings, path=path))
+    scrambled = _with_demographics(bundled_settings, path=path)
+    after, after_sources = TypologyTransition(scrambled), load_sources(scrambled)
     origin = _only_origin(before, bundled_sources)
-    a, b = before.label(bundled_sources, origin), after.label(bundled_sources, origin)
+    a, b = before.label(bundled_sources, origin), after.label(after_sources, origin)
     assert a.index.equals(b.index)
     pd.testing.assert_series_equal(a["typology_t"], b["typology_t"])
     assert not a["typology_t_h"].equals(b["typology_t_h"])  # the scrambled inputs are the label's own
     pd.testing.assert_series_equal(before.persistence(bundled_sources, origin),
-                                   after.persistence(bundled_sources, origin))
+                                   after.persistence(after_sources, origin))

@@ -14,6 +14,7 @@ import pandas as pd
 
 from risk.alerts.messages import (
     Body,
+    Outgoing,
     Pictures,
     area_map,
     frame_sentences,
@@ -22,17 +23,9 @@ from risk.alerts.messages import (
     tract_names,
     tract_rows,
 )
-from risk.alerts.rules import (
-    Alert,
-    decide,
-    idempotency_key,
-    load_recipients,
-    named_areas,
-    recipient_tracts,
-    week_of,
-)
+from risk.alerts.recipients import load_recipients, named_areas, recipient_tracts
+from risk.alerts.rules import Alert, decide, idempotency_key, week_of
 from risk.core.settings import Settings
-from risk.alerts.messages import Outgoing
 from risk.model.gbm import TrainedModel
 from risk.scoring.explain import compact_waterfall_png, contributions
 

@@ -40,18 +40,12 @@ from matplotlib.path import Path as MplPath  # noqa: E402
 from risk.alerts.rules import REASONS, Alert  # noqa: E402
 from risk.core.settings import Recipient, Settings  # noqa: E402
 from risk.core.templating import environment  # noqa: E402
+from risk.sources.registry import families  # noqa: E402
 
 TIER_COLOURS = {"high": "#b2182b", "elevated": "#ef8a62", "watch": "#fddbc7", "low": "#e0e0e0"}
 
-ATTRIBUTION = [
-    "Demographics: U.S. Census Bureau, Decennial Census and American Community Survey, compiled by the "
-    "Urban Displacement Project (doi:10.5281/zenodo.4356684).",
-    "Evictions: This research uses data from The Eviction Lab at Princeton University, a project directed by "
-    "Matthew Desmond and designed by Ashley Gromis, Lavar Edmonds, James Hendrickson, Katie Krywokulski, "
-    "Lillian Leung, and Adam Porton. The Eviction Lab is funded by the JPB, Gates, and Ford Foundations as "
-    "well as the Chan Zuckerberg Initiative. More information is found at evictionlab.org.",
-    "Building permits: City of Seattle open data (data.seattle.gov).",
-]
+ATTRIBUTION = [family.attribution for family in families() if family.credit]
+"""Every credit an e-mail can carry, in registry order; :func:`attribution` keeps the configured families'."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +76,11 @@ def _wrap(text: str, indent: str) -> str:
 
 
 ATTRIBUTION_TEXT = [_wrap(a, "  ") for a in ATTRIBUTION]
+
+
+def attribution(settings: Settings) -> list[str]:
+    """The credits of the configured families that e-mails credit, in registry order."""
+    return [family.attribution for family in families() if family.credit and family.configured(settings)]
 
 
 @dataclass
@@ -277,9 +276,10 @@ def render_body(settings: Settings, kind: str, as_of: date, rows: list[TractRow]
                 map_png: bytes | None, waterfalls: dict[str, bytes], notes: list[str]) -> Body:
     """Render the templates and pick the pictures once for everyone who follows ``areas``."""
     env = environment(settings.alerts.templates)
+    credits = attribution(settings)
     context = {"kind": kind, "as_of": as_of.isoformat(), "rows": rows,
                "region": settings.region.name, "has_map": map_png is not None, "notes": notes,
-               "attribution": ATTRIBUTION, "attribution_text": ATTRIBUTION_TEXT,
+               "attribution": credits, "attribution_text": [_wrap(a, "  ") for a in credits],
                "base_url": settings.delivery.base_url.rstrip("/"), "areas": ", ".join(areas)}
     text = env.get_template(f"email/{kind}.txt.j2")
     html = env.get_template(f"email/{kind}.html.j2")

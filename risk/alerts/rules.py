@@ -9,24 +9,49 @@ rank rises ``suppress_margin_points`` above the rank it had when decided.
 
 from __future__ import annotations
 
-import csv
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
-from pydantic import ValidationError
 
-from risk.core.errors import ConfigError, ConfigIssue, Problem
-from risk.core.settings import AlertSettings, Recipient
+from risk.core.settings import AlertSettings
 
-REASONS = {
-    "new_high": "newly in the high tier",
-    "rising": "rising fast",
-    "crossed": "crossed the alert probability",
-}
+
+@dataclass(frozen=True)
+class Week:
+    """What every rule sees, one value per tract (aligned on this run's scores): this run and the one before."""
+
+    scores: pd.DataFrame
+    previous_tier: pd.Series
+    previous_probability: pd.Series
+    percentile_change: pd.Series
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One reason to alert: its name (stored and used in keys), its words in messages, and which tracts it fires for."""
+
+    name: str
+    words: str
+    fires: Callable[[Week, AlertSettings], np.ndarray]
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("new_high", "newly in the high tier",
+         lambda w, cfg: (w.scores["tier"] == "high").to_numpy() & (w.previous_tier != "high").to_numpy()),
+    Rule("rising", "rising fast",
+         lambda w, cfg: (w.percentile_change.notna() & (w.percentile_change >= cfg.rise_points)).to_numpy()),
+    Rule("crossed", "crossed the alert probability",
+         lambda w, cfg: (w.scores["probability"] >= cfg.probability).to_numpy()
+         & ~(w.previous_probability >= cfg.probability).to_numpy()),
+)
+"""Every alert rule, in the order its reasons are listed: a new rule is one line here (and its threshold in
+``alerts`` settings)."""
+
+REASONS = {rule.name: rule.words for rule in RULES}
 
 
 @dataclass(frozen=True)
@@ -62,12 +87,9 @@ def decide(scores: pd.DataFrame, previous: pd.DataFrame, decisions: pd.DataFrame
     if scores.empty:
         return []
     change = scores["percentile_change"] if "percentile_change" in scores else pd.Series(np.nan, index=scores.index)
-    # each reason for every tract at once: a row-by-row loop over 85,000 tracts takes tens of seconds
-    reasons = pd.DataFrame({
-        "new_high": (scores["tier"] == "high").to_numpy() & (prev_tier != "high").to_numpy(),
-        "rising": (change.notna() & (change >= cfg.rise_points)).to_numpy(),
-        "crossed": (scores["probability"] >= cfg.probability).to_numpy() & ~(prev_p >= cfg.probability).to_numpy(),
-    }, index=scores.index)
+    week = Week(scores, prev_tier, prev_p, change)
+    # each rule for every tract at once: a row-by-row loop over 85,000 tracts takes tens of seconds
+    reasons = pd.DataFrame({rule.name: rule.fires(week, cfg) for rule in RULES}, index=scores.index)
     alerts = []
     for geoid, flags in reasons[reasons.any(axis=1)].iterrows():
         row = scores.loc[geoid]
@@ -90,71 +112,3 @@ def _suppressed(geoid: str, percentile: float, decisions: pd.DataFrame, cfg: Ale
     if last["decision"] not in cfg.suppress_decisions:
         return False
     return 100 * (percentile - float(last["percentile"])) < cfg.suppress_margin_points
-
-
-def load_recipients(cfg: AlertSettings, skipped: list[str] | None = None) -> list[Recipient]:
-    """Recipients from the config and the optional CSV; a bad CSV row is a config error naming its line, or,
-    with ``skipped`` (the weekly run: one bad row must not cost the others their e-mail), left out and named
-    there."""
-    people = list(cfg.recipients)
-    if cfg.recipients_csv is None:
-        return people
-    issues = []
-    with open(cfg.recipients_csv, newline="", encoding="utf-8") as fh:
-        for i, row in enumerate(csv.DictReader(fh), start=2):
-            try:
-                people.append(Recipient(
-                    name=(row.get("name") or "").strip(), email=(row.get("email") or "").strip(),
-                    areas=tuple(a.strip() for a in (row.get("areas") or "all").split(";") if a.strip()),
-                    immediate=(row.get("immediate") or "").strip().lower() in {"1", "true", "yes"}))
-            except ValidationError as e:
-                msg = "; ".join(f"{'.'.join(str(p) for p in x['loc'])}: {x['msg'].removeprefix('Value error, ')}"
-                                for x in e.errors()) or "invalid row"
-                issues.append(ConfigIssue(f"alerts.recipients_csv line {i}", msg, i))
-    if issues and skipped is None:
-        raise ConfigError(str(cfg.recipients_csv), issues)
-    for issue in issues:
-        skipped.append(f"recipient left out: {cfg.recipients_csv}, line {issue.line}: {issue.message}")  # type: ignore[union-attr]
-    return people
-
-
-def named_areas(cfg: AlertSettings, tracts: gpd.GeoDataFrame) -> dict[str, set[str]]:
-    """Tracts of each named area: those whose interior point lies inside it."""
-    if cfg.areas_file is None:
-        return {}
-    areas = gpd.read_file(cfg.areas_file).to_crs(tracts.crs)
-    if cfg.areas_name_field not in areas.columns:
-        raise ConfigError(str(cfg.areas_file), [ConfigIssue(
-            "alerts.areas_name_field", f"no property '{cfg.areas_name_field}' in the areas file")])
-    points = gpd.GeoDataFrame(geometry=tracts.geometry.representative_point(), index=tracts.index, crs=tracts.crs)
-    joined = gpd.sjoin(points.reset_index(names="geoid"), areas[[cfg.areas_name_field, "geometry"]],
-                       predicate="within")
-    return {str(n): set(g["geoid"]) for n, g in joined.groupby(cfg.areas_name_field)}
-
-
-def recipient_tracts(recipient: Recipient, tracts: pd.Index, areas: dict[str, set[str]]) -> set[str]:
-    """The tracts a recipient follows."""
-    out: set[str] = set()
-    for area in recipient.areas:
-        if area == "all":
-            out |= set(tracts)
-        elif len(area) == 11 and area.isdigit():
-            out |= {area} & set(tracts)
-        elif len(area) == 5 and area.isdigit():
-            out |= {g for g in tracts if g.startswith(area)}
-        else:
-            out |= areas.get(area, set())
-    return out
-
-
-def check_areas(recipients: list[Recipient], tracts: pd.Index, areas: dict[str, set[str]]) -> list[Problem]:
-    """Areas that name nothing: a typo would silently mute a recipient."""
-    problems = []
-    for r in recipients:
-        for area in r.areas:
-            if area != "all" and not recipient_tracts(Recipient(name=r.name, email=r.email, areas=(area,)),
-                                                      tracts, areas):
-                problems.append(Problem("config.yaml", f"recipient {r.email}: area '{area}' matches no tract "
-                                        "(a GEOID, county FIPS or a name in alerts.areas_file)", column="areas"))
-    return problems
-

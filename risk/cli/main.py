@@ -23,11 +23,11 @@ from risk.core.settings import (
     CONFIG_ENV,
     MAX_CONFIG_BYTES,
     MAX_CONFIG_NODES,
-    Settings,
     config_path_from,
     describe_keys,
     effective_config,
 )
+from risk.outcomes.registry import OUTCOME_NAMES
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,7 +51,7 @@ def config() -> None:
 @handles_errors
 def config_check(ctx: click.Context) -> None:
     """Validate the configuration and print the effective settings."""
-    from risk.alerts.rules import load_recipients
+    from risk.alerts.recipients import load_recipients
 
     settings = settings_of(ctx)
     load_recipients(settings.alerts)  # a recipients CSV row that is not an address is refused here, by line
@@ -127,7 +127,7 @@ def features(ctx: click.Context, as_of: date, out_path: Path) -> None:
 
 def _outcome_option(fn: F) -> F:
     return click.option("--outcome", default=None,
-                        type=click.Choice(["eviction_surge", "low_income_loss", "typology_transition"]),
+                        type=click.Choice(OUTCOME_NAMES),
                         help="Outcome (default: model.outcome in the config).")(fn)
 
 
@@ -138,7 +138,8 @@ def _outcome_option(fn: F) -> F:
 @handles_errors
 def labels(ctx: click.Context, outcome: str | None, as_json: bool) -> None:
     """Positives and negatives per origin, and the null check (simulated no-change worlds)."""
-    from risk.outcomes.labels import label_summary, null_check, outcome_for
+    from risk.outcomes.labels import label_summary, null_check
+    from risk.outcomes.registry import outcome_for, outcome_spec
     from risk.sources import load_sources
 
     settings = settings_of(ctx)
@@ -147,7 +148,7 @@ def labels(ctx: click.Context, outcome: str | None, as_json: bool) -> None:
         sources = load_sources(settings)
         rows = label_summary(outcome_for(name, settings), sources, settings.model.null_simulations,
                              settings.model.seed)
-    observed, null, ok = null_check(rows)
+    observed, null, ok = null_check(rows, outcome_spec(name).null_ratio)
     if as_json:
         click.echo(json.dumps({"outcome": name, "origins": [
             {"origin": r.origin.year, "as_of": r.origin.as_of.isoformat(), "closes": r.origin.closes.isoformat(),
@@ -199,25 +200,11 @@ def backtest(ctx: click.Context, outcome: str | None, as_json: bool) -> None:
 @handles_errors
 def train(ctx: click.Context, outcome: str | None, as_of: date | None) -> None:
     """Backtest, train on every closed origin, register the model and promote it unless it is worse."""
-    from risk.model.backtest import run_backtest
-    from risk.model.cache import work_cache
-    from risk.model.engines.configured import train_and_register
-    from risk.model.report import write_report
-    from risk.service.freshness import required_sources
-    from risk.service.pipeline import default_as_of
-    from risk.sources import load_sources
+    from risk.service.pipeline import train as train_model
 
-    settings = settings_of(ctx)
+    settings = settings_of(ctx)  # a bad config is reported before the progress line shows
     with err.status("loading sources") as status:
-        sources = load_sources(settings)
-        as_of = as_of or default_as_of(sources, required_sources(settings))
-        cache = work_cache(settings, sources)
-        result = run_backtest(settings, sources, outcome, progress=lambda m: status.update(m), cache=cache)
-        write_report(result, settings.paths.reports)
-        status.update("training the production model")
-        trained = train_and_register(settings, sources, as_of, result, cache)
-        if cache:
-            cache.prune()
+        trained = train_model(settings, outcome, as_of, progress=lambda m: status.update(m))
     verdict = "promoted to champion" if trained.promoted else "kept as challenger"
     out.print(f"model {trained.record.model_id}: {verdict} ({trained.reason})", highlight=False)
 
@@ -285,27 +272,6 @@ def models_rollback(ctx: click.Context, outcome: str | None) -> None:
     out.print(f"champion: {record.model_id}", highlight=False)
 
 
-def _latest_run(settings: Settings) -> tuple[Any, Any, Any]:
-    """The newest stored run, its features and its model."""
-    import pandas as pd
-    from sqlalchemy import select
-
-    from risk.core.errors import RiskError
-    from risk.core.store import alerted, engine_for, runs
-    from risk.model.registry import Registry
-
-    engine = engine_for(settings.paths.database)
-    with engine.connect() as conn:
-        run_row = conn.execute(select(runs).where(alerted()).order_by(runs.c.id.desc())
-                               .limit(1)).mappings().first()
-    if run_row is None:
-        raise RiskError("no scoring run in the database yet: run `risk run` first")
-    path = settings.paths.features / f"features_{run_row['as_of'].isoformat()}.parquet"
-    if not path.exists():
-        raise RiskError(f"the features of run {run_row['id']} are missing ({path}): run `risk run` again")
-    return run_row, pd.read_parquet(path), Registry(settings.paths.models).get(run_row["model_id"])
-
-
 @main.command()
 @click.argument("geoid")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -315,18 +281,17 @@ def _latest_run(settings: Settings) -> tuple[Any, Any, Any]:
 def explain(ctx: click.Context, geoid: str, as_json: bool, png: Path | None) -> None:
     """Why a tract scored as it did in the newest run: SHAP drivers in plain words."""
     from risk.core.errors import RiskError
-    from risk.core.store import engine_for, run_scores
     from risk.scoring.explain import contributions, tract_explanation, waterfall_png
+    from risk.service.artifacts import read_newest_run
 
-    settings = settings_of(ctx)
-    run_row, features, record = _latest_run(settings)
+    stored = read_newest_run(settings_of(ctx))
+    features, record = stored.require_features(), stored.require_record()
     geoid = geoid.strip().zfill(11)
     if geoid not in features.index:
-        raise RiskError(f"tract {geoid} is not in run {run_row['id']} (as of {run_row['as_of']})")
+        raise RiskError(f"tract {geoid} is not in run {stored.run_id} (as of {stored.as_of})")
     model = record.load()
     doc = tract_explanation(model, features, geoid, features.median())
-    scores = run_scores(engine_for(settings.paths.database), run_row["id"])
-    doc = {"geoid": doc["geoid"], "probability": doc["probability"], "tier": str(scores.loc[geoid, "tier"]),
+    doc = {"geoid": doc["geoid"], "probability": doc["probability"], "tier": str(stored.scores.loc[geoid, "tier"]),
            "base_value": doc["base_value"], "drivers": doc["drivers"]}
     if png is not None:
         waterfall_png(contributions(model, features.loc[[geoid]]), geoid, png)
@@ -334,7 +299,7 @@ def explain(ctx: click.Context, geoid: str, as_json: bool, png: Path | None) -> 
         click.echo(json.dumps(doc, indent=2))
         return
     out.print(f"tract {geoid}: probability {doc['probability']:.3f}, tier {doc['tier']} "
-              f"(run {run_row['id']}, as of {run_row['as_of']}, model {record.model_id})", highlight=False)
+              f"(run {stored.run_id}, as of {stored.as_of}, model {record.model_id})", highlight=False)
     for d in doc["drivers"]:
         out.print(f"  - {d['sentence']}", highlight=False, markup=False)
 
@@ -353,10 +318,11 @@ def alerts_preview(ctx: click.Context, out_dir: Path | None) -> None:
     """Render every recipient's messages for the newest run to HTML files, without sending."""
     from risk.alerts.digests import compose
     from risk.alerts.messages import save_preview
+    from risk.service.artifacts import preview_folder
     from risk.service.pipeline import latest_outputs
 
     settings = settings_of(ctx)
-    out_dir = out_dir or settings.paths.reports / "preview"
+    out_dir = out_dir or preview_folder(settings)
     with err.status("rendering messages"):
         run_id, outputs, sources = latest_outputs(settings)
         found, outgoing = compose(settings, sources.tracts, outputs)

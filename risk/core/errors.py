@@ -1,7 +1,11 @@
-"""The errors a user can cause, and the exit code the CLI gives each.
+"""Every error a user can cause, the exit code the CLI gives each, and what each code means.
 
-Only :mod:`risk.cli.main` turns these into exit codes and one-line messages; every
-other module raises them (``raise ... from e``) and lets them travel up.
+Every :class:`RiskError` subclass is defined here, whichever stage raises it, so
+the exit codes live in one file and :data:`EXIT_CODES` (the README's table)
+can be checked against them. Only :mod:`risk.cli.common` turns these into exit
+codes and one-line messages, and only :mod:`risk.web.common` into HTTP
+statuses; every other module raises them (``raise ... from e``) and lets them
+travel up.
 """
 
 from __future__ import annotations
@@ -117,3 +121,86 @@ class StoppedError(RiskError):
     """A stop signal (SIGTERM/SIGINT) ended the run between two stages; nothing was left half-written."""
 
     exit_code = 7
+
+
+class OutcomeError(RiskError):
+    """An outcome cannot be computed from the configured data."""
+
+    exit_code = 3
+
+
+class BacktestError(RiskError):
+    """The outcome has too few origins for a temporal backtest."""
+
+    exit_code = 3
+
+
+class RegistryError(RiskError):
+    """A model that does not exist, or a registry that cannot be read."""
+
+    exit_code = 5
+
+
+class ModelExistsError(RegistryError):
+    """A model of the same id is registered already: the same data and settings gave the same model."""
+
+
+class ExplanationError(RiskError):
+    """Contributions cannot be computed, or do not add up to the model's raw score."""
+
+    exit_code = 1
+
+
+class SynthError(RiskError):
+    """The requested synthetic world cannot be generated."""
+
+    exit_code = 1
+
+
+class AccountError(RiskError):
+    """A user name, role, password or decision that cannot be accepted; the message names the field."""
+
+    exit_code = 1
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class NoRunYet(RiskError):
+    """The database holds no finished scoring run."""
+
+    exit_code = 1
+
+
+class UnknownTract(RiskError):
+    """A GEOID that is not in the newest run."""
+
+    exit_code = 1
+
+
+class UnknownArea(RiskError):
+    """An area filter that names no area."""
+
+    exit_code = 1
+
+    def __init__(self, area: str) -> None:
+        self.area = area
+        super().__init__("area: no such area")
+
+
+EXIT_CODES: dict[int, str] = {
+    0: "success",
+    1: "any other error the user can fix",
+    2: "a configuration error (or a command line that does not parse)",
+    3: "invalid input data (or an outcome the data cannot support, or a `required` source that is stale)",
+    4: "an output could not be written (or the database is damaged)",
+    5: "a model that does not exist (or a model registry that cannot be read, or no closed outcome window to "
+       "train on)",
+    6: "another run holds the database's run lock (or another process kept the database locked for longer than "
+       "`paths.database_busy_timeout_s`)",
+    7: "stopped by SIGTERM/SIGINT between two stages",
+}
+"""What each exit code of ``risk`` means; the README's exit-code table is this mapping, and every
+:class:`RiskError` subclass's ``exit_code`` is one of its keys (``tests/test_errors.py`` checks both)."""

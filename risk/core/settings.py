@@ -12,7 +12,7 @@ import difflib
 import os
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -371,10 +371,19 @@ class RetrainSettings(_Section):
                              "weeks older than the run's as-of date.")
 
 
+OutcomeName = Literal["eviction_surge", "low_income_loss", "typology_transition"]
+"""The outcomes :mod:`risk.outcomes.registry` defines, declared here because settings sit below the outcomes
+stage and may not import it. A Literal (not a string checked later) keeps ``model.outcome`` validated when the
+file is read, with the choices named in the error; the registry is the source of truth for everything
+else about an outcome and refuses to load unless its names are exactly these, in this order (a test checks it
+too), so a name cannot be added in one place and forgotten in the other."""
+OUTCOME_NAMES: tuple[str, ...] = get_args(OutcomeName)
+
+
 class ModelSettings(_Section):
     """Outcome, training, backtest and promotion."""
 
-    outcome: Literal["eviction_surge", "low_income_loss", "typology_transition"] = Field(
+    outcome: OutcomeName = Field(
         "eviction_surge", description="The outcome the production model predicts.")
     eviction_surge: EvictionSurgeSettings = EvictionSurgeSettings()
     low_income_loss: LowIncomeLossSettings = LowIncomeLossSettings()
@@ -693,14 +702,21 @@ def _issues(err: ValidationError, lines: dict[tuple[str, ...], int]) -> list[Con
 def config_issue(settings: Settings, key: str, message: str) -> ConfigError:
     """An error a setting causes at run time (an unreachable server, say), naming its key and, where the
     file still says it, its line."""
-    line = None
+    return config_error(settings, [(key, message)])
+
+
+def config_error(settings: Settings, problems: list[tuple[str, str]]) -> ConfigError:
+    """Several (key, message) problems found after loading, each with its line where the file still says it."""
     try:
         lines = _line_index(Path(settings.config_path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        lines = {}  # the messages name their keys; a line is a courtesy
+    issues = []
+    for key, message in problems:
         parts = tuple(key.split("."))
         line = next((lines[parts[:i]] for i in range(len(parts), 0, -1) if parts[:i] in lines), None)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        pass  # the message names the key; a line is a courtesy
-    return ConfigError(str(settings.config_path), [ConfigIssue(key, message, line)])
+        issues.append(ConfigIssue(key, message, line))
+    return ConfigError(str(settings.config_path), issues)
 
 
 def config_path_from(option: str | os.PathLike[str] | None) -> Path:

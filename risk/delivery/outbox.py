@@ -1,4 +1,4 @@
-"""The durable outbox and its transports: every message is stored before any send, and sent once.
+"""The durable outbox: every message is stored before any send, and sent once.
 
 A message enters the outbox (SQLite) with its idempotency key before any
 attempt; queueing the same key again does nothing, so re-running a week sends
@@ -15,10 +15,6 @@ server's reason.
 from __future__ import annotations
 
 import logging
-import os
-import smtplib
-import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -33,25 +29,17 @@ from sqlalchemy.dialects import postgresql
 
 from risk.alerts.messages import Outgoing
 from risk.core.crashpoints import checkpoint
-from risk.core.files import atomic_path
 from risk.core.settings import DeliverySettings
 from risk.core.store import outbox, runs
+from risk.delivery import folder, smtp
+from risk.delivery.transport import (
+    PermanentFailure,
+    Send,
+    TemporaryFailure,
+    wire_policy,
+)
 
 log = logging.getLogger(__name__)
-
-
-class TemporaryFailure(Exception):
-    """Worth trying again later."""
-
-
-class PermanentFailure(Exception):
-    """Will not succeed by retrying."""
-
-
-def wire_policy(recipient: str) -> policy.EmailPolicy:
-    """How a message to ``recipient`` is written: plain SMTP, or SMTPUTF8 when the address has non-ASCII
-    characters (an encoded word is not allowed inside an address, so such a message must travel as UTF-8)."""
-    return policy.SMTP if recipient.isascii() else policy.SMTPUTF8
 
 
 def _insert_new(engine: Engine) -> Insert:
@@ -94,48 +82,14 @@ def queue(engine: Engine, run_id: int | None, items: list[Outgoing]) -> int:
     return len(rows)
 
 
-def _smtp_send(cfg: DeliverySettings, msg: EmailMessage, recipient: str) -> None:
-    s = cfg.smtp
-    try:
-        if s.security == "ssl":
-            client: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_s,
-                                                    context=ssl.create_default_context())
-        else:
-            client = smtplib.SMTP(s.host, s.port, timeout=s.timeout_s)
-        with client:
-            if s.security == "starttls":
-                client.starttls(context=ssl.create_default_context())
-            user = os.environ.get(s.username_env) if s.username_env else None
-            password = os.environ.get(s.password_env) if s.password_env else None
-            if user and password:
-                client.login(user, password)
-            client.send_message(msg, to_addrs=[recipient])
-    except smtplib.SMTPNotSupportedError as e:
-        if recipient.isascii():  # AUTH the server does not offer: the settings may be fixed before the next try
-            raise TemporaryFailure(f"{type(e).__name__}: {e}") from e
-        # smtplib asks for SMTPUTF8 by itself when an address needs it; a server without it never will take it
-        raise PermanentFailure(f"the server does not accept addresses with non-ASCII characters (no SMTPUTF8): "
-                               f"{recipient}") from e
-    except smtplib.SMTPRecipientsRefused as e:
-        code, reason = next(iter(e.recipients.values()))
-        raise (TemporaryFailure if 400 <= code < 500 else PermanentFailure)(f"{code} {reason.decode(errors='replace')}") from e
-    except smtplib.SMTPResponseException as e:
-        error = e.smtp_error.decode(errors="replace") if isinstance(e.smtp_error, bytes) else str(e.smtp_error)
-        raise (TemporaryFailure if 400 <= e.smtp_code < 500 else PermanentFailure)(f"{e.smtp_code} {error}") from e
-    except (smtplib.SMTPServerDisconnected, ConnectionError, socket.timeout, OSError) as e:
-        raise TemporaryFailure(f"{type(e).__name__}: {e}") from e
-
-
-def _file_send(cfg: DeliverySettings, msg: EmailMessage, recipient: str, key: str) -> None:
-    with atomic_path(cfg.outbox_dir / f"{key}.eml") as tmp:
-        tmp.write_bytes(msg.as_bytes(policy=wire_policy(recipient)))
+TRANSPORTS: dict[str, Send] = {"file": folder.send, "smtp": smtp.send}
+"""Every transport by its ``delivery.transport`` name: a new transport is a module with a ``send`` and a line here."""
 
 
 def transport(cfg: DeliverySettings) -> Callable[[EmailMessage, str, str], None]:
     """A function sending one message to one recipient (key names the file for the file transport)."""
-    if cfg.transport == "file":
-        return lambda msg, recipient, key: _file_send(cfg, msg, recipient, key)
-    return lambda msg, recipient, key: _smtp_send(cfg, msg, recipient)
+    send = TRANSPORTS[cfg.transport]
+    return lambda msg, recipient, key: send(cfg, msg, recipient, key)
 
 
 @dataclass

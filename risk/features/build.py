@@ -18,10 +18,13 @@ import pandas as pd
 from risk.core.settings import FeatureSettings
 from risk.features.dictionary import BASE_FEATURES, LAG_FEATURES, feature_names
 from risk.features.spatial import neighbours, spatial_lag
-from risk.sources import DATED, Sources
+from risk.sources import Sources
+from risk.sources.demographics import MIN_RELEASE_GAP
+from risk.sources.permits import PERMIT_WINDOWS
+from risk.sources.registry import dated
+from risk.sources.rent import RENT_CHANGE_YEARS
 
 DAYS_PER_YEAR = 365.25
-MIN_RELEASE_GAP = pd.Timedelta(days=730)
 LONGRUN_YEARS = 5
 """A long-run eviction average needs at least this many published years."""
 BASELINE_YEARS = 6
@@ -77,9 +80,6 @@ def _demographic_features(view: Sources, index: pd.Index) -> pd.DataFrame:
     out["renter_households_change_annual"] = _annual_change(demo, "renter_households", index)
     out["cov_demographics"] = out[["low_income_share", "renter_share", "nonwhite_share"]].notna().any(axis=1)
     return out
-
-
-RENT_CHANGE_YEARS = (1, 3, 5)
 
 
 def _known_rent(sources: Sources, as_of: pd.Timestamp) -> pd.DataFrame | None:
@@ -251,7 +251,7 @@ def _permit_features(view: Sources, index: pd.Index, as_of: pd.Timestamp) -> pd.
                                  else observed)
     housing = _newest(view.demographics, "housing_units", index)
     gap = view.max_age["permits"]
-    for months in (12, 36):
+    for months in PERMIT_WINDOWS:
         window = _permit_window(view, covered, housing, as_of, months, gap)
         for column in window.columns:
             if column in out.columns:
@@ -264,7 +264,8 @@ def build_features(sources: Sources, as_of: date, settings: FeatureSettings | No
     """One row per tract (index ``geoid``) of features known on ``as_of``, in dictionary order."""
     settings = settings or FeatureSettings()
     as_of_ts = pd.Timestamp(as_of)
-    view = replace(sources.known_at(as_of, tuple(f for f in DATED if f != "rent")),
+    # rent is cut by _known_rent, which also drops the months no feature reads, rather than copied whole first
+    view = replace(sources.known_at(as_of, [f.name for f in dated() if f.name != "rent"]),
                    rent=_known_rent(sources, as_of_ts))
     index = sources.tracts.index.rename("geoid")
     parts = [

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from risk.core.errors import RiskError
+from risk.core.errors import BacktestError
 from risk.core.files import frame_hash
 from risk.core.settings import Settings
 from risk.features.build import build_features
@@ -37,15 +37,9 @@ from risk.model.metrics import (
     model_metrics,
     per_origin,
 )
-from risk.outcomes.labels import (
-    Origin,
-    OriginCounts,
-    Outcome,
-    label_view,
-    null_check,
-    origin_null_rate,
-    outcome_for,
-)
+from risk.outcomes.base import Origin, Outcome
+from risk.outcomes.labels import OriginCounts, label_view, null_check, origin_null_rate
+from risk.outcomes.registry import outcome_for, outcome_spec
 from risk.sources import Sources
 
 if TYPE_CHECKING:
@@ -54,12 +48,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MODELS = ("lightgbm", *BASELINES)
 Progress = Callable[[str], None]
-
-
-class BacktestError(RiskError):
-    """The outcome has too few origins for a temporal backtest."""
-
-    exit_code = 3
 
 
 @dataclass
@@ -85,8 +73,10 @@ def build_panel(outcome: Outcome, sources: Sources, settings: Settings, progress
     for origin in outcome.origins(sources):
         if progress:
             progress(f"features and labels for origin {origin.year}")
-        # features and labels are keyed apart: a record revised after as_of reaches the labels only
-        label_parts = ("labels", outcome.name, origin, cache.known(origin.closes, outcome.reads)) if cache else None
+        # features and labels are keyed apart: a record revised after as_of reaches the labels only, and so does
+        # a change of the settings the outcome's labels are computed with (its registry entry names them)
+        label_parts = ("labels", outcome.name, outcome_spec(outcome.name).label_settings(settings), origin,
+                       cache.known(origin.closes, outcome.reads)) if cache else None
         labels, label_key = _cached(cache, label_parts,
                                     lambda: outcome.label(label_view(outcome, sources, origin), origin))  # noqa: B023
         feature_parts = ("features", origin.as_of, cache.known(origin.as_of)) if cache else None
@@ -225,13 +215,13 @@ def run_backtest(settings: Settings, sources: Sources, outcome_name: str | None 
     outcome = outcome_for(name, settings)
     features = model_feature_names(settings.features.spatial_lags)  # both learners see the same, comparable columns
     panel = build_panel(outcome, sources, settings, progress, cache)
-    minimum = getattr(getattr(settings.model, name, None), "min_train_origins", 1)
+    minimum = outcome_spec(name).min_train_origins(settings)
     tests = [d for d in panel if len(closed_before(panel, d.origin)) >= minimum]
     if not tests:
         raise BacktestError(f"{name}: no origin has {minimum} closed training origin(s) before it "
                             f"(origins: {[d.origin.year for d in panel]})")
     # a training origin's baseline scores are needed again by every later test origin: compute each once
-    ranks = {name: _per_origin(fn) for name, fn in rank_functions(outcome, settings).items()}
+    ranks = {name: _per_origin(fn) for name, fn in rank_functions(outcome).items()}
     parts, schemes, used = [], {}, {}
     for test in tests:
         if progress:
@@ -311,7 +301,7 @@ def _summarise(outcome: Outcome, name: str, settings: Settings, sources: Sources
     usable = [m for m in MODELS if m not in unsupported]
     scores = _score_cached(preds, usable, settings, name, cache)
     counts = label_summary_for(outcome, sources, tests, settings, cache)
-    observed, null, ok = null_check(counts)
+    observed, null, ok = null_check(counts, outcome_spec(name).null_ratio)
     train = [d.X[features] for d in panel if d.origin.closes <= tests[-1].origin.as_of]
     presence = sum(x.notna().sum() for x in train) / sum(len(x) for x in train)  # no copy of every row
     return Backtest(

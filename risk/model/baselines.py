@@ -18,9 +18,8 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from risk.core.settings import Settings
 from risk.model.gbm import Calibrator
-from risk.outcomes.labels import Origin, Outcome
+from risk.outcomes.base import Origin, Outcome
 from risk.sources import Sources
 
 RANK_BASELINES = ("mean_reversion", "persistence", "udp_typology")
@@ -34,14 +33,14 @@ def predict_logistic(model: Pipeline, X: pd.DataFrame) -> np.ndarray:
     return model.predict_proba(X[model.feature_names_in_used])[:, 1]  # type: ignore[attr-defined]
 
 
-def rank_functions(outcome: Outcome, settings: Settings) -> dict[str, RankFn]:
+def rank_functions(outcome: Outcome) -> dict[str, RankFn]:
     """The rank baselines of an outcome; each returns None where the outcome cannot support it."""
     from risk.outcomes.typology.vintages import typology_scores
 
     return {
         "mean_reversion": outcome.mean_reversion,
         "persistence": outcome.persistence,
-        "udp_typology": lambda sources, origin: typology_scores(settings, origin.as_of),
+        "udp_typology": lambda sources, origin: typology_scores(sources, origin.as_of),
     }
 
 

@@ -21,22 +21,12 @@ from pathlib import Path
 import lightgbm as lgb
 
 from risk.core.crashpoints import checkpoint
-from risk.core.errors import OutputError, RiskError
+from risk.core.errors import ModelExistsError, OutputError, RegistryError
 from risk.core.files import atomic_path
 from risk.model.gbm import TrainedModel
 
 CHAMPION = "champion.json"
 LIBRARIES = ("lightgbm", "shap", "pandas", "numpy", "scikit-learn", "geopandas")
-
-
-class RegistryError(RiskError):
-    """A model that does not exist, or a registry that cannot be read."""
-
-    exit_code = 5
-
-
-class ModelExistsError(RegistryError):
-    """A model of the same id is registered already: the same data and settings gave the same model."""
 
 
 @dataclass(frozen=True)

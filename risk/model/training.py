@@ -9,12 +9,13 @@ from dataclasses import asdict, dataclass
 from datetime import date
 from typing import TYPE_CHECKING
 
+from risk.core.errors import ModelExistsError, RegistryError
 from risk.core.settings import Settings
 from risk.features.dictionary import feature_names, model_feature_names
 from risk.model.backtest import Backtest, OriginData, build_panel
 from risk.model.gbm import TrainedModel, TrainingRows, train
-from risk.model.registry import ModelExistsError, ModelRecord, Registry, RegistryError
-from risk.outcomes.labels import outcome_for
+from risk.model.registry import ModelRecord, Registry
+from risk.outcomes.registry import outcome_for
 from risk.sources import Sources
 
 if TYPE_CHECKING:

@@ -1,7 +1,8 @@
-"""What an outcome is: its origins in time, the protocol every outcome offers the backtest, and its error.
+"""What an outcome is: its origins in time and the protocol every outcome offers the backtest (its error,
+:class:`~risk.core.errors.OutcomeError`, is defined with every other error in :mod:`risk.core.errors`).
 
-Kept apart from :mod:`risk.outcomes.labels` so that an outcome defined in its own module (:mod:`risk.outcomes.typology_transition`)
-depends on this contract, not on the module that lists every outcome."""
+Kept apart from :mod:`risk.outcomes.registry` so that each outcome, defined in its own module, depends on
+this contract, not on the module that lists every outcome."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from risk.core.errors import RiskError
 from risk.sources import Sources
 
 
@@ -52,9 +52,3 @@ class Outcome(Protocol):
     def mean_reversion(self, sources: Sources, origin: Origin) -> pd.Series | None:
         """Long-run level against recent level, known at ``as_of`` (higher = expected to rise)."""
         ...
-
-
-class OutcomeError(RiskError):
-    """An outcome cannot be computed from the configured data."""
-
-    exit_code = 3

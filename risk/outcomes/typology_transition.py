@@ -20,27 +20,28 @@ Early/Ongoing Gentrification, Advanced Gentrification, Becoming Exclusive): see
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
 import pandas as pd
 
+from risk.core.errors import OutcomeError
 from risk.core.settings import LowIncomeLossSettings, Settings
-from risk.outcomes.base import Origin, OutcomeError
+from risk.outcomes.base import Origin
 from risk.outcomes.typology.rules import (
     DISPLACEMENT_OR_GENTRIFICATION,
     RISK_ORDER,
     STUDENT,
     UNAVAILABLE,
     Margins,
-    _rm,
-    _year,
     classify,
+    regional_median,
+    vintage_year,
 )
-from risk.outcomes.typology.vintages import _database, vintage_roles
+from risk.outcomes.typology.vintages import vintage_roles
 from risk.sources import Sources
+from risk.sources.udp_columns import UdpColumns
 
 NOT_CLASSIFIED = frozenset({STUDENT, UNAVAILABLE})
 """Typologies that are not a statement about the neighbourhood: never labelled."""
@@ -61,23 +62,6 @@ UNIVERSES = ("hh", "mov_tot_w_income")
 standard errors of the noise-aware typology and are not tested themselves)."""
 
 Roles = dict[str, str | None]
-
-UNDATED = {"lmh_flag_encoded": "18"}
-"""Columns without a vintage suffix that ``classify`` reads, and their vintage: it reads the affordability
-flag only when current == "18" (UDP computed it from ACS 2013-17 for the 2018 database)."""
-
-
-def _tags(column: object, released: dict[str, date]) -> set[str]:
-    """The configured vintage suffixes a column name is dated by (``per_ch_zillow_12_18``: 12 and 18)."""
-    if str(column) in UNDATED:
-        return {UNDATED[str(column)]} & set(released) or {max(released, key=released.__getitem__)}
-    parts = str(column).split("_")
-    tags = {p for p in parts if p in released}
-    glued = re.fullmatch(r"[A-Za-z]+(\d{2})", parts[-1])  # e.g. inc_cat_medhhinc_encoded18
-    if glued and glued.group(1) in released:
-        tags.add(glued.group(1))
-    return tags
-
 
 @dataclass(frozen=True)
 class _Step:
@@ -117,8 +101,8 @@ class TypologyTransition:
     noise, a clear entry (the noise-aware one at t adds 6 / 4 borderline negatives).
 
     Typologies come from :func:`risk.outcomes.typology.rules.classify` on the wide UDP database
-    (``settings.sources.demographics.path``) with the vintages released by each
-    date (:func:`risk.outcomes.typology.vintages.vintage_roles`), without UDP's spatial-lag
+    (its columns the typology reads, validated with the demographics: ``sources.udp``) with the vintages
+    released by each date (:func:`risk.outcomes.typology.vintages.vintage_roles`), without UDP's spatial-lag
     and student variables (not in the database). Regional medians are taken over
     the whole database, as ``classify`` does (three counties on the shared file);
     only the tracts of ``settings.region.county_fips`` that are in the boundaries
@@ -181,14 +165,15 @@ class TypologyTransition:
     """
 
     name = "typology_transition"
-    reads: tuple[str, ...] = ()  # the typology is computed from the UDP database file (a cache key hashes it)
+    reads: tuple[str, ...] = ("demographics",)  # the UDP database's columns come with it (``sources.udp``)
 
     def __init__(self, settings: Settings | None = None, noise: LowIncomeLossSettings | None = None, *,
                  noise_aware: bool = True) -> None:
         """``noise``: default ``settings.model.low_income_loss``; ``noise_aware=False``: UDP's point rules at t+h."""
         self.settings = settings
-        self._typologies: dict[tuple[date, tuple[tuple[str, str | None], ...], str], pd.Series] = {}
-        self._frames: dict[date, pd.DataFrame] = {}
+        # keyed by the table's content and the date its columns were cut at: views of the same data share them
+        self._typologies: dict[tuple[str, date | None, tuple[tuple[str, str | None], ...], str], pd.Series] = {}
+        self._frames: dict[tuple[str, date | None], pd.DataFrame] = {}
         self.noise = noise or (settings.model.low_income_loss if settings is not None else LowIncomeLossSettings())
         # the label's sampling model is the null world's (fractions, design effect, median SE); the loss
         # test is low_income_loss's (z, min_loss); other change tests are one-sided 5% (Margins.z)
@@ -207,24 +192,24 @@ class TypologyTransition:
     def _settings(self) -> Settings:
         s = self.settings
         if s is None:
-            raise OutcomeError("typology_transition needs the settings (UDP database path, vintage release "
-                               "dates, region): construct it as TypologyTransition(settings)")
-        demo = s.sources.demographics
-        if demo.format != "udp_database" or demo.path is None:
-            raise OutcomeError("typology_transition needs sources.demographics.format udp_database with a path "
-                               "(the wide UDP database the typology is computed from)")
+            raise OutcomeError("typology_transition needs the settings (region, low_income_loss noise model): "
+                               "construct it as TypologyTransition(settings)")
         return s
 
-    def _db(self) -> pd.DataFrame:
-        return _database(str(self._settings().sources.demographics.path))
+    def _udp(self, sources: Sources) -> UdpColumns:
+        """The UDP database's typology columns the sources hold, after checking the settings are given."""
+        self._settings()
+        if sources.udp is None:
+            raise OutcomeError("typology_transition needs sources.demographics.format udp_database with a path "
+                               "(the wide UDP database the typology is computed from)")
+        return sources.udp
 
-    def _steps(self) -> list[_Step]:
-        s = self._settings()
-        demo = s.sources.demographics
-        released = {v.suffix: v.released for v in demo.vintages}
+    def _steps(self, sources: Sources) -> list[_Step]:
+        udp = self._udp(sources)
+        released = udp.vintages
         known: list[Roles] = []
         for day in sorted(set(released.values())):
-            roles = vintage_roles(s, day)
+            roles = vintage_roles(udp, day)
             if roles is not None and (not known or roles != known[-1]):
                 known.append(roles)
         steps = []
@@ -232,37 +217,24 @@ class TypologyTransition:
             if b["base"] != a["current"]:
                 continue  # the later typology does not measure change since the earlier one
             t = str(a["current"])
-            origin = Origin(_year(t), released[t], released[str(b["current"])])
+            origin = Origin(vintage_year(t), released[t], released[str(b["current"])])
             steps.append(_Step(origin, a, b))
         return steps
 
-    def _step(self, origin: Origin) -> _Step:
-        for step in self._steps():
+    def _step(self, sources: Sources, origin: Origin) -> _Step:
+        for step in self._steps(sources):
             if step.origin == origin:
                 return step
         raise OutcomeError(f"typology_transition has no origin {origin}")
 
-    def known_frame(self, as_of: date) -> pd.DataFrame:
-        """The UDP database with only the columns of vintages released by ``as_of``.
+    def known_frame(self, sources: Sources, as_of: date) -> pd.DataFrame:
+        """The UDP database's typology columns of the vintages released by ``as_of``.
 
-        A column is dated by every vintage suffix among its name's ``_``-separated
-        parts (``per_ch_zillow_12_18`` needs both); ``lmh_flag_encoded`` by the 2018
-        vintage (``UNDATED``). Other undated columns (identifiers, geometry, rail,
-        LIHTC; ``classify`` reads none of them) are kept only once every configured
-        vintage is released.
+        A column is dated by every vintage its name carries (``per_ch_zillow_12_18``
+        needs both); ``lmh_flag_encoded`` by the 2018 vintage
+        (:mod:`risk.sources.udp_columns`).
         """
-        db = self._db()
-        released = self._released()
-        newest = max(released.values())
-        keep = []
-        for col in db.columns:
-            tags = _tags(col, released)
-            if all(released[t] <= as_of for t in tags) and (tags or as_of >= newest):
-                keep.append(col)
-        return db[keep]
-
-    def _released(self) -> dict[str, date]:
-        return {v.suffix: v.released for v in self._settings().sources.demographics.vintages}
+        return self._udp(sources).known_at(as_of).frame
 
     def _region(self, sources: Sources | None, index: pd.Index) -> pd.Index:
         region = self._settings().region
@@ -273,11 +245,12 @@ class TypologyTransition:
             out = out[out.isin(pd.Index(sources.tracts.index.astype(str)))]
         return out
 
-    def _observed(self, as_of: date, roles: Roles, margins: Margins | None = None) -> pd.Series:
+    def _observed(self, udp: UdpColumns, as_of: date, roles: Roles, margins: Margins | None = None) -> pd.Series:
         """The typology from the vintages released by ``as_of`` in the given roles (cached per instance)."""
-        key = (as_of, tuple(sorted(roles.items())), repr(margins))
+        known = udp.known_at(as_of)
+        key = (known.digest, known.known_on, tuple(sorted(roles.items())), repr(margins))
         if key not in self._typologies:
-            self._typologies[key] = self._classify(self.known_frame(as_of), roles, margins)
+            self._typologies[key] = self._classify(known.frame, roles, margins)
         return self._typologies[key]
 
     @staticmethod
@@ -291,18 +264,19 @@ class TypologyTransition:
         out.index = pd.Index(out.index.astype(str))
         return out
 
-    def typology_at(self, as_of: date) -> pd.Series:
+    def typology_at(self, sources: Sources, as_of: date) -> pd.Series:
         """Every tract's typology from the vintages released by ``as_of`` (whole database)."""
-        roles = vintage_roles(self._settings(), as_of)
+        udp = self._udp(sources)
+        roles = vintage_roles(udp, as_of)
         if roles is None:
             raise OutcomeError(f"typology_transition: no typology can be computed at {as_of}")
-        return self._observed(as_of, roles).copy()
+        return self._observed(udp, as_of, roles).copy()
 
     # ------------------------------------------------------------ the Outcome protocol
 
     def origins(self, sources: Sources) -> list[Origin]:
         """One origin per pair of consecutive typologies, the later measured from the earlier's vintage."""
-        steps = self._steps()
+        steps = self._steps(sources)
         if not steps:
             raise OutcomeError("typology_transition needs two typologies a vintage apart (e.g. Census 2000 and "
                                "ACS 2014-2018 with 1990 before them) in the demographics vintages")
@@ -317,27 +291,28 @@ class TypologyTransition:
 
     def label(self, sources: Sources, origin: Origin) -> pd.DataFrame:
         """Eligible tracts with ``y`` (entered the category set), ``typology_t`` and ``typology_t_h``."""
-        step = self._step(origin)
-        typ_t = self._observed(origin.as_of, step.at_t)
-        typ_t_h = self._observed(origin.closes, step.at_t_h, self.margins)
+        udp = self._udp(sources)
+        step = self._step(sources, origin)
+        typ_t = self._observed(udp, origin.as_of, step.at_t)
+        typ_t_h = self._observed(udp, origin.closes, step.at_t_h, self.margins)
         eligible = self._eligible(sources, typ_t, typ_t_h)
         out = pd.DataFrame({"typology_t": typ_t.reindex(eligible), "typology_t_h": typ_t_h.reindex(eligible)},
                            index=pd.Index(eligible, name="geoid"))
         out.insert(0, "y", out["typology_t_h"].isin(DISPLACEMENT_OR_GENTRIFICATION).astype(int))
         return out
 
-    def no_change_world(self, origin: Origin, rng: np.random.Generator) -> pd.DataFrame:
+    def no_change_world(self, sources: Sources, origin: Origin, rng: np.random.Generator) -> pd.DataFrame:
         """One draw of the database known at ``closes`` with no neighbourhood change after t (see class doc)."""
-        step = self._step(origin)
+        step = self._step(sources, origin)
         roles = step.at_t_h
-        if origin.closes not in self._frames:
-            self._frames = {origin.closes: self.known_frame(origin.closes)}  # the draws of one origin share it
-        db = self._frames[origin.closes]
-        released = self._released()
+        known = self._udp(sources).known_at(origin.closes)
+        if (known.digest, known.known_on) not in self._frames:  # the draws of one origin share it
+            self._frames = {(known.digest, known.known_on): known.frame}
+        db = self._frames[(known.digest, known.known_on)]
+        released = known.vintages
         t = str(step.at_t["current"])
         later = sorted((v for v in released if origin.as_of < released[v] <= origin.closes),
                        key=lambda v: released[v])
-        later_set = set(later)
         sim: dict[str, np.ndarray] = {}
         n_tracts = len(db)
         f = self.noise.sample_fractions
@@ -379,7 +354,7 @@ class TypologyTransition:
             if var in MONEY:
                 e_a = rng.normal(0, MEDIAN_RELATIVE_SD, n_tracts)
                 for v in targets:
-                    ratio = _rm(db, f"{var}_{v}") / _rm(db, f"{var}_{anchor}")
+                    ratio = regional_median(db, f"{var}_{v}") / regional_median(db, f"{var}_{anchor}")
                     e_v = rng.normal(0, MEDIAN_RELATIVE_SD, n_tracts)
                     sim[f"{var}_{v}"] = x_a * ratio * np.clip(1 + e_v, 0.5, None) / np.clip(1 + e_a, 0.5, None)
             elif var in UNIVERSES:
@@ -394,7 +369,7 @@ class TypologyTransition:
             else:
                 e_a = rng.normal(0, share_sd(x_a, universe, anchor))
                 for v in targets:
-                    change = _rm(db, f"{var}_{v}") - _rm(db, f"{var}_{anchor}")
+                    change = regional_median(db, f"{var}_{v}") - regional_median(db, f"{var}_{anchor}")
                     e_v = rng.normal(0, share_sd(x_a, universe, v))
                     sim[f"{var}_{v}"] = np.clip(x_a - e_a + change + e_v, 0, 1)
             if anchor != t:
@@ -405,26 +380,26 @@ class TypologyTransition:
             z = num(zillow)
             start, end = (1 + rng.normal(0, MEDIAN_RELATIVE_SD, (2, n_tracts))).clip(0.5)
             sim[zillow] = np.where(np.isnan(z), np.nan, (1 + float(np.nanmedian(z))) * (end / start) - 1)
-        # every other column of a later vintage (and undated ones, e.g. lmh_flag_encoded) is dropped:
+        # every other column of a later vintage (lmh_flag_encoded too: it is dated by 2018) is dropped:
         # classify must not read an unsimulated value of the outcome window
-        kept = [col for col in db.columns if (tags := _tags(col, released)) and not tags & later_set]
+        kept = [col for col in db.columns if known.released(col) <= origin.as_of]
         return pd.concat([db[kept], pd.DataFrame(sim, index=db.index)], axis=1)
 
     def null_rate(self, sources: Sources, origin: Origin, rng: np.random.Generator, n: int) -> float:
         """Mean positive rate among the labelled tracts over ``n`` no-change worlds (see class doc)."""
-        step = self._step(origin)
+        step = self._step(sources, origin)
         eligible = self.label(sources, origin).index
         if not len(eligible):
             return 0.0
         rates = []
         for _ in range(n):
-            typ = self._classify(self.no_change_world(origin, rng), step.at_t_h, self.margins)
+            typ = self._classify(self.no_change_world(sources, origin, rng), step.at_t_h, self.margins)
             rates.append(float(typ.reindex(eligible).isin(DISPLACEMENT_OR_GENTRIFICATION).mean()))
         return float(np.mean(rates))
 
     def persistence(self, sources: Sources, origin: Origin) -> pd.Series:
         """The tract's typology at t as its RISK_ORDER rank (higher = riskier); uses only vintages known at t."""
-        typ = self.typology_at(origin.as_of)
+        typ = self.typology_at(sources, origin.as_of)
         region = self._region(sources, typ.index)
         rank = typ.reindex(region).map(RISK_ORDER).astype("float64")
         rank.index.name = "geoid"

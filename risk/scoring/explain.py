@@ -22,7 +22,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from risk.core.errors import RiskError
+from risk.core.errors import ExplanationError
 from risk.core.files import atomic_path
 from risk.features.dictionary import BY_NAME, Feature
 from risk.model.gbm import TrainedModel
@@ -33,12 +33,6 @@ matplotlib.use("Agg")
 ADDITIVITY_TOL = 1e-6
 """Largest allowed gap, on the log-odds scale, between contributions + base value and the raw score."""
 PLOT_DPI = 120
-
-
-class ExplanationError(RiskError):
-    """Contributions cannot be computed, or do not add up to the model's raw score."""
-
-    exit_code = 1
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing DataFrames with == is elementwise, not a bool

@@ -1,13 +1,14 @@
 """Data freshness: which sources are stale, missing or lost coverage at a run's as-of date.
 
-A time-series family (evictions, rent index, permits) whose newest record is
-older than its ``max_age_days`` (``max_gap_days`` for permits) at the as-of
-date is dropped from that run's features: its columns are missing for every
-tract. LightGBM sends a missing value down the branch it learned for missing
-values where the feature was missing in some training rows; where it never
-was, LightGBM reads the missing value as zero. The scores of such a run are
-therefore less trustworthy, and the note says so. A source marked
-``required`` fails the run instead. Demographic vintages are never dropped (they are the only source of
+A time-series family (evictions, rent index, permits: every registered family
+whose ``series`` is set) whose newest record is older than its
+``max_age_days`` (``max_gap_days`` for permits) at the as-of date is dropped
+from that run's features: its columns are missing for every tract. LightGBM
+sends a missing value down the branch it learned for missing values where the
+feature was missing in some training rows; where it never was, LightGBM reads
+the missing value as zero. The scores of such a run are therefore less
+trustworthy, and the note says so. A source marked ``required`` fails the run
+instead. Demographic vintages are never dropped (they are the only source of
 the demographic features): a stale vintage is reported, or fails the run when
 required.
 """
@@ -16,16 +17,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 import pandas as pd
 
 from risk.core.errors import DataValidationError, Problem, StaleDataError
 from risk.core.settings import Settings
 from risk.sources import Sources
-
-TIME_SERIES = {"evictions": "available", "rent": "available", "permits": "issued"}
-COVERAGE_FLAG = {"evictions": "cov_evictions", "rent": "cov_rent_index", "permits": "cov_permits",
-                 "demographics": "cov_demographics"}
+from risk.sources.family import Family
+from risk.sources.registry import dated
 
 
 @dataclass(frozen=True)
@@ -39,17 +39,18 @@ class Freshness:
 
 def required_sources(settings: Settings) -> set[str]:
     """Families marked ``required`` in the config."""
-    return {family for family, needed in _required(settings).items() if needed}
+    return {family.name for family in dated() if family.required(settings)}
 
 
-def _required(settings: Settings) -> dict[str, bool]:
-    s = settings.sources
-    return {"evictions": bool(s.evictions and s.evictions.required), "rent": s.rent.required,
-            "permits": bool(s.permits and s.permits.required), "demographics": s.demographics.required}
+def _reported() -> list[Family[Any]]:
+    """The dated families, time series before releases: the order a run's notes and coverage have always had."""
+    return sorted(dated(), key=lambda family: not family.series)
 
 
 def _series_note(family: str, frame: pd.DataFrame | None, column: str, as_of: date,
-                 max_age: pd.Timedelta, covered: int) -> str | None:
+                 max_age: pd.Timedelta, covered: int | None) -> str | None:
+    """Why a time series gives no features at ``as_of`` (``covered``: the tracts it gave features for, None
+    for a family with no coverage flag), or None when it does."""
     name = family.replace("_", " ")
     if frame is None:
         return f"{name}: not configured; its features are missing for every tract"
@@ -61,18 +62,22 @@ def _series_note(family: str, frame: pd.DataFrame | None, column: str, as_of: da
         return (f"{name}: stale, newest record {newest} is more than {max_age.days} days before {as_of}; "
                 "dropped from this run's features (read these scores with care: the model takes missing "
                 "values it never saw in training as zero)")
-    if covered == 0:
+    if covered == 0:  # None: a family without a coverage flag gives no features to look for
         return f"{name}: records up to {newest} are known but none gives a feature for any tract at {as_of}"
     return None
 
 
-def _demographics_note(sources: Sources, as_of: date, max_age_days: int) -> str | None:
-    released = sources.demographics.loc[sources.demographics["released"] <= pd.Timestamp(as_of), "released"]
+def _release_note(family: str, frame: pd.DataFrame | None, column: str, as_of: date,
+                  max_age_days: int) -> str | None:
+    """Why a family of releases (demographic vintages) is stale at ``as_of``, or None; it stays in use."""
+    if frame is None:
+        return f"{family}: not configured"
+    released = frame.loc[frame[column] <= pd.Timestamp(as_of), column]
     if released.empty:
-        return f"demographics: no vintage released by {as_of}"
+        return f"{family}: no vintage released by {as_of}"
     newest = released.max().date()
     if (as_of - newest).days > max_age_days:
-        return (f"demographics: stale, newest vintage released {newest}, more than {max_age_days} days before "
+        return (f"{family}: stale, newest vintage released {newest}, more than {max_age_days} days before "
                 f"{as_of}; still used (no other source of these features)")
     return None
 
@@ -108,18 +113,19 @@ def _refuse_collapse(coverage: dict[str, int], previous: dict[str, int] | None, 
 def assess(settings: Settings, sources: Sources, features: pd.DataFrame, as_of: date,
            previous_coverage: dict[str, int] | None) -> Freshness:
     """Notes on stale, missing and shrinking sources; raises StaleDataError if a required one is among them."""
-    coverage = {family: int(features[flag].sum()) for family, flag in COVERAGE_FLAG.items() if flag in features}
+    coverage = {f.name: int(features[f.coverage].sum()) for f in _reported() if f.coverage and f.coverage in features}
     problems: dict[str, str] = {}
-    frames = {"evictions": sources.evictions, "rent": sources.rent, "permits": sources.permits}
-    for family, column in TIME_SERIES.items():
-        note = _series_note(family, frames[family], column, as_of, sources.max_age[family], coverage.get(family, 0))
+    for family in _reported():
+        frame, column = sources.table(family.name), str(family.known)
+        if family.series:
+            note = _series_note(family.name, frame, column, as_of, sources.max_age[family.name],
+                                coverage.get(family.name, 0) if family.coverage else None)
+        else:
+            note = _release_note(family.name, frame, column, as_of, family.max_age_days(settings) or 0)
         if note:
-            problems[family] = note
-    note = _demographics_note(sources, as_of, settings.sources.demographics.max_age_days)
-    if note:
-        problems["demographics"] = note
-    required = _required(settings)
-    failing = [note for family, note in problems.items() if required[family]]
+            problems[family.name] = note
+    required = required_sources(settings)
+    failing = [note for family, note in problems.items() if family in required]
     if failing:
         raise StaleDataError(f"required source(s) unusable at {as_of}: " + "; ".join(failing))
     _refuse_collapse(coverage, previous_coverage, settings.sources.coverage_collapse, set(problems))

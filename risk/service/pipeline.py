@@ -19,13 +19,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from sqlalchemy import Engine
 
 from risk.alerts.digests import RunOutputs, compose
 from risk.core.crashpoints import checkpoint
-from risk.core.errors import RiskError, StoppedError
+from risk.core.errors import StoppedError
 from risk.core.files import atomic_path
 from risk.core.settings import Settings
 from risk.core.store import (
@@ -33,8 +34,6 @@ from risk.core.store import (
     latest_decisions,
     latest_run,
     previous_scores,
-    run_drivers,
-    run_scores,
     save_scores,
 )
 from risk.delivery.outbox import queue, requeue_interrupted, send_queued
@@ -42,13 +41,18 @@ from risk.features.dictionary import feature_names
 from risk.model.engines.configured import features as engine_features
 from risk.model.engines.configured import train_and_register
 from risk.model.gbm import TrainedModel
-from risk.model.registry import ModelRecord, Registry
+from risk.model.registry import ModelRecord
 from risk.scoring.explain import contributions, driver_table
 from risk.scoring.scores import score_tracts
+from risk.service.artifacts import features_path, model_registry, read_newest_run
 from risk.service.freshness import assess, required_sources
 from risk.service.history import abandon_unfinished, begin_run, finish_run, update_run
 from risk.service.lock import RunLock
 from risk.sources import Sources, load_sources
+from risk.sources.registry import dated
+
+if TYPE_CHECKING:  # only for hints: risk.model.training imports the backtest (see backtest_and_register)
+    from risk.model.training import TrainingResult
 
 DRIVERS_PER_TRACT = 5
 STAGES = ("validate", "features", "train", "score", "explain", "store", "alerts", "deliver")
@@ -99,10 +103,10 @@ def default_as_of(sources: Sources, required: set[str], today: date | None = Non
     Optional sources do not hold the date back: when they go stale they are
     dropped from the run's features and reported in its data notes."""
     limits = [pd.Timestamp(today or date.today())]
-    for family, frame, column in (("evictions", sources.evictions, "available"), ("rent", sources.rent, "available"),
-                                  ("permits", sources.permits, "issued")):
-        if family in required and frame is not None and not frame.empty:
-            limits.append(frame[column].max() + sources.max_age[family])
+    for family in dated():
+        frame = sources.table(family.name)
+        if family.series and family.name in required and frame is not None and not frame.empty:
+            limits.append(frame[str(family.known)].max() + sources.max_age[family.name])
     return min(limits).date()
 
 
@@ -137,25 +141,45 @@ def retrain_reason(settings: Settings, champion: ModelRecord | None, newest: Mod
     return None
 
 
-def _champion(settings: Settings, sources: Sources, as_of: date) -> tuple[ModelRecord, bool]:
-    """The champion for the configured outcome, retrained first when the policy says so."""
-    registry = Registry(settings.paths.models)
-    champion = registry.champion(settings.model.outcome)
-    newest = ([r for r in registry.list() if r.outcome == settings.model.outcome] or [None])[-1]
-    if retrain_reason(settings, champion, newest, sources, as_of) is None:
-        return champion, False  # type: ignore[return-value]
+def backtest_and_register(settings: Settings, sources: Sources, as_of: date, outcome: str | None = None,
+                          progress: Callable[[str], None] | None = None) -> TrainingResult:
+    """Backtest an outcome (default: the configured one), write its report, then train the production model on
+    every closed origin, register it and promote it unless it is worse; the work cache is pruned after."""
     # imported here: the backtest pulls in scikit-learn and SciPy, seconds of start-up most weekly runs don't need
     from risk.model.backtest import run_backtest
     from risk.model.cache import work_cache
     from risk.model.report import write_report
 
     cache = work_cache(settings, sources)
-    result = run_backtest(settings, sources, settings.model.outcome, cache=cache)
+    result = run_backtest(settings, sources, outcome or settings.model.outcome, progress=progress, cache=cache)
     checkpoint("train.backtested")
     write_report(result, settings.paths.reports)
+    if progress is not None:
+        progress("training the production model")
     trained = train_and_register(settings, sources, as_of, result, cache)
     if cache:
         cache.prune()
+    return trained
+
+
+def train(settings: Settings, outcome: str | None = None, as_of: date | None = None,
+          progress: Callable[[str], None] | None = None) -> TrainingResult:
+    """`risk train`: the train stage on its own, whatever the retraining policy says.
+
+    ``as_of`` defaults to the date a run today would score (the newest date the required sources support)."""
+    sources = load_sources(settings)
+    as_of = as_of or default_as_of(sources, required_sources(settings))
+    return backtest_and_register(settings, sources, as_of, outcome, progress)
+
+
+def _champion(settings: Settings, sources: Sources, as_of: date) -> tuple[ModelRecord, bool]:
+    """The champion for the configured outcome, retrained first when the policy says so."""
+    registry = model_registry(settings)
+    champion = registry.champion(settings.model.outcome)
+    newest = ([r for r in registry.list() if r.outcome == settings.model.outcome] or [None])[-1]
+    if retrain_reason(settings, champion, newest, sources, as_of) is None:
+        return champion, False  # type: ignore[return-value]
+    trained = backtest_and_register(settings, sources, as_of)
     usable = champion is not None and champion.metadata.get("features") == feature_names(settings.features.spatial_lags)
     if trained.promoted or not usable:
         registry.promote(trained.record.model_id)  # a champion that cannot score these features must go
@@ -240,7 +264,7 @@ def _cycle(settings: Settings, engine: Engine, run_id: int, stage: _Stages, as_o
             fresh.notes.append(f"as of {as_of}, not today ({today or date.today()}): the required source(s) "
                                f"{needed} have nothing fresh after it; until they do, every run sees this same "
                                "week and sends no new e-mail")
-        path = write_features(features, settings.paths.features / f"features_{as_of.isoformat()}.parquet")
+        path = write_features(features, features_path(settings, as_of))
     with stage("train"):
         record, retrained = _champion(settings, sources, as_of)
         model = record.load()
@@ -273,16 +297,11 @@ def _cycle(settings: Settings, engine: Engine, run_id: int, stage: _Stages, as_o
 def latest_outputs(settings: Settings) -> tuple[int, RunOutputs, Sources]:
     """The newest stored run, reassembled for previews and re-sends."""
     engine = engine_for(settings.paths.database)
-    row = latest_run(engine)
-    if row is None:
-        raise RiskError("no scoring run in the database yet: run `risk run` first")
+    stored = read_newest_run(settings, engine)
     sources = load_sources(settings)
-    path = settings.paths.features / f"features_{row['as_of'].isoformat()}.parquet"
-    if not path.exists():
-        raise RiskError(f"the features of run {row['id']} are missing ({path}): run `risk run` again")
-    features = pd.read_parquet(path)
-    model = Registry(settings.paths.models).get(row["model_id"]).load()
-    outputs = RunOutputs(row["as_of"], run_scores(engine, row["id"]), previous_scores(engine, before_run=row["id"]),
-                         latest_decisions(engine), run_drivers(engine, row["id"]), features, model,
-                         list(row.get("notes") or []))
-    return int(row["id"]), outputs, sources
+    features = stored.require_features()
+    model = stored.require_record().load()
+    outputs = RunOutputs(stored.as_of, stored.scores, previous_scores(engine, before_run=stored.run_id),
+                         latest_decisions(engine), stored.drivers, features, model,
+                         list(stored.row.get("notes") or []))
+    return stored.run_id, outputs, sources

@@ -28,7 +28,7 @@ from risk.features.dictionary import feature_names
 from risk.model.backtest import OriginData, build_panel
 from risk.model.engines import configured as engine
 from risk.model.gbm import TrainedModel, TrainingRows, train
-from risk.outcomes.labels import outcome_for
+from risk.outcomes.registry import outcome_for
 from risk.scoring.scores import score_tracts
 from risk.sources import load_sources
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, fields, replace
 from datetime import date
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
 import geopandas as gpd
 import pandas as pd
@@ -23,16 +24,15 @@ from risk.core.files import EntryStore
 from risk.core.settings import Settings
 from risk.sources._bounded import ReadLimits
 from risk.sources._tables import ProblemLog
-from risk.sources.boundaries import load_boundaries
-from risk.sources.demographics import empty_long, load_demographics
-from risk.sources.evictions import load_evictions
-from risk.sources.permits import PermitFileInfo, load_permits
-from risk.sources.rent import load_rent
+from risk.sources.boundaries import FAMILY as BOUNDARIES
+from risk.sources.demographics import empty_long
+from risk.sources.family import Context, Family
+from risk.sources.permits import PermitFileInfo
+from risk.sources.registry import dated, families
+from risk.sources.udp_columns import UdpColumns
 
-T = TypeVar("T")
-FAMILIES = ("boundaries", "demographics", "evictions", "rent", "permits")
-DATED = ("demographics", "evictions", "rent", "permits")
-"""The families whose records carry the date they became known (:meth:`Sources.known_at`)."""
+_TABLE_FIELDS = frozenset({"demographics", "evictions", "rent", "permits"})
+"""The built-in families whose table is a field of :class:`Sources`; any other family's is in ``tables``."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,8 @@ class Sources:
 
     ``demographics`` is long (geoid, measure, value, vintage, released); the
     other tables carry ``available`` or ``issued``. A family that is not
-    configured is ``None``.
+    configured is ``None``. :meth:`table` finds any registered family's table
+    by name (:mod:`risk.sources.registry`).
     """
 
     tracts: gpd.GeoDataFrame
@@ -57,30 +58,48 @@ class Sources:
     warnings: tuple[Problem, ...] = ()
     cache: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
     """Results derived from the tracts alone (neighbour pairs), shared by every :meth:`known_at` view."""
+    tables: dict[str, pd.DataFrame | None] = field(default_factory=dict)
+    """Tables of families registered beyond the built-in fields, by family name."""
+    udp: UdpColumns | None = None
+    """A UDP database's raw columns the UDP typology reads, dated by column (from the demographics family)."""
 
-    def known_at(self, as_of: date, families: tuple[str, ...] = DATED) -> Sources:
+    def table(self, name: str) -> pd.DataFrame | None:
+        """One family's table by its name (the boundaries' is ``tracts``)."""
+        if name == BOUNDARIES.name:
+            return self.tracts
+        return getattr(self, name) if name in _TABLE_FIELDS else self.tables.get(name)
+
+    def with_tables(self, tables: Mapping[str, pd.DataFrame | None]) -> Sources:
+        """The same sources with these families' tables replaced."""
+        own = {name: frame for name, frame in tables.items() if name in _TABLE_FIELDS}
+        other = {name: frame for name, frame in tables.items() if name not in _TABLE_FIELDS}
+        return replace(self, **own, tables={**self.tables, **other}) if other else replace(self, **own)
+
+    def known_at(self, as_of: date, families: Collection[str] | None = None) -> Sources:
         """The same sources with every record dated after ``as_of`` removed.
 
         Features are built only from this view, so nothing later can leak in. Tables of the dated families
-        not in ``families`` are left empty (demographics) or out (the others): a caller that reads only some
-        tables need not copy the largest.
+        not in ``families`` (default: all) are left empty (a family every configuration has) or out (the
+        others): a caller that reads only some tables need not copy the largest.
         """
         t = pd.Timestamp(as_of)
-
-        def cut(frame: pd.DataFrame | None, name: str, column: str) -> pd.DataFrame | None:
+        cut: dict[str, pd.DataFrame | None] = {}
+        for family in dated():
+            frame = self.table(family.name)
             if frame is None:
-                return None
-            if name not in families:
-                return frame.iloc[:0] if name == "demographics" else None
-            return frame[frame[column] <= t]
+                cut[family.name] = None
+            elif families is not None and family.name not in families:
+                cut[family.name] = frame.iloc[:0] if family.always else None
+            else:
+                cut[family.name] = frame[frame[str(family.known)] <= t]
+        # the UDP columns are dated by column, not by row; they belong to the demographics family
+        udp = self.udp.known_at(as_of) if self.udp is not None and (
+            families is None or "demographics" in families) else None
+        return replace(self.with_tables(cut), udp=udp)
 
-        return replace(
-            self,
-            demographics=cut(self.demographics, "demographics", "released"),
-            evictions=cut(self.evictions, "evictions", "available"),
-            rent=cut(self.rent, "rent", "available"),
-            permits=cut(self.permits, "permits", "issued"),
-        )
+
+_FIELDS = frozenset(f.name for f in fields(Sources))
+"""What a family's loaded value may fill by name; any other name is an extra table."""
 
 
 def _sha256(path: Path, limits: ReadLimits | None = None) -> str:
@@ -100,8 +119,13 @@ def _compact(demographics: pd.DataFrame) -> pd.DataFrame:
 
 
 def input_files(settings: Settings) -> list[Path]:
-    """Every input file the configuration names."""
-    return [settings.sources.boundaries.path, *(p for files in _family_files(settings).values() for p in files)]
+    """Every input file the configuration names, family by family."""
+    return [p for family in families() for p in _files(family, settings)]
+
+
+def _files(family: Family[Any], settings: Settings) -> list[Path]:
+    section = family.section(settings)
+    return [] if section is None else family.all_files(section)
 
 
 def data_key(settings: Settings, path: Path | str) -> str:
@@ -113,17 +137,6 @@ def data_key(settings: Settings, path: Path | str) -> str:
     return path.relative_to(base).as_posix() if path.is_relative_to(base) else path.as_posix()
 
 
-def _family_files(settings: Settings) -> dict[str, list[Path]]:
-    s = settings.sources
-    return {
-        "demographics": [p for p in (s.demographics.path, *(t.path for t in s.demographics.tables)) if p],
-        "evictions": [s.evictions.path] if s.evictions else [],
-        "rent": [p for p in (s.rent.path, s.rent.rent_path, s.rent.crosswalk) if p],
-        "permits": [f.path for f in s.permits.files] + ([s.permits.coverage_tracts] if s.permits.coverage_tracts
-                                                        else []) if s.permits else [],
-    }
-
-
 def collect(settings: Settings, today: date | None = None, store: EntryStore | None = None
             ) -> tuple[Sources | None, list[Problem]]:
     """Load every family, returning the sources (None if boundaries failed) and all problems.
@@ -132,14 +145,14 @@ def collect(settings: Settings, today: date | None = None, store: EntryStore | N
     :mod:`risk.sources._stored`) instead of being parsed and checked again."""
     s, region, enc = settings.sources, settings.region, settings.sources.encoding
     limits = ReadLimits(max_file_mb=s.max_file_mb, max_field_chars=s.max_field_chars)
-    logs = {name: ProblemLog(name, limits=limits) for name in FAMILIES}
-    tracts = load_boundaries(s.boundaries, region, logs["boundaries"])
+    registry = families()
+    logs = {family.name: ProblemLog(family.name, limits=limits) for family in registry}
+    # the boundaries first: they define the tracts every other family is checked against
+    tracts = BOUNDARIES.load(Context(s.boundaries, region, None, enc, logs[BOUNDARIES.name], today))
     if tracts is None:
-        return None, logs["boundaries"].items
+        return None, logs[BOUNDARIES.name].items
     hashes = {str(p): _sha256(p, limits) for p in input_files(settings)}
     relative = {data_key(settings, p): digest for p, digest in hashes.items()}
-    known = tracts.index
-    files = _family_files(settings)
 
     stored = None
     if store is not None:
@@ -150,37 +163,32 @@ def collect(settings: Settings, today: date | None = None, store: EntryStore | N
                 "limits": [limits.max_file_mb, limits.max_field_chars]}  # a lower limit must check the files again
         stored = StoredFamilies(store, base, hashes, today or date.today())
 
-    def load(family: str, fn: Callable[[], T], section: object) -> T:
-        return fn() if stored is None else stored.load(family, files[family], section, logs[family], fn)
-
-    def dump(section: object) -> object:
-        return section.model_dump(mode="json") if section is not None else None  # type: ignore[attr-defined]
-
-    demographics = load("demographics", lambda: load_demographics(s.demographics, region, known, enc,
-                                                                  logs["demographics"]), dump(s.demographics))
-    evictions = load("evictions", lambda: load_evictions(s.evictions, region, known, enc, logs["evictions"], today),
-                     dump(s.evictions)) if s.evictions else None
-    rent = load("rent", lambda: load_rent(s.rent, region, known, enc, logs["rent"], today), dump(s.rent))
-    permits = load("permits", lambda: load_permits(s.permits, tracts, enc, logs["permits"], today),
-                   dump(s.permits)) if s.permits else None
-    if evictions is not None:
-        demographics = pd.concat([demographics, evictions.demographics], ignore_index=True)
+    filled: dict[str, list[Any]] = {}
+    for family in registry:
+        section = family.section(settings)
+        if family is BOUNDARIES or section is None:  # loaded above, or not configured
+            continue
+        context = Context(section, region, tracts, enc, logs[family.name], today)
+        if stored is None or family.codec is None:
+            value = family.load(context)
+        else:
+            value = stored.load(family.name, family.codec, family.all_files(section), section.model_dump(mode="json"),
+                                logs[family.name], partial(family.load, context))
+        for name, item in family.fill(value).items():
+            filled.setdefault(name, []).append(item)
+    tables = {name: items[0] if len(items) == 1 else pd.concat(items, ignore_index=True)
+              for name, items in filled.items()}
+    demographics = tables.pop("demographics")
     problems = [p for log in logs.values() for p in log.items]
     sources = Sources(
         tracts=tracts,
         demographics=_compact(demographics) if not demographics.empty else empty_long(),
-        evictions=evictions.counts if evictions else None,
-        rent=rent,
-        permits=permits.records if permits else None,
-        permit_files=permits.files if permits else (),
-        permit_coverage=permits.coverage if permits else None,
-        max_age={
-            "rent": pd.Timedelta(days=s.rent.max_age_days),
-            "evictions": pd.Timedelta(days=s.evictions.max_age_days if s.evictions else 0),
-            "permits": pd.Timedelta(days=s.permits.max_gap_days if s.permits else 0),
-        },
+        **{name: tables.pop(name) for name in [*tables] if name in _FIELDS},
+        max_age={family.name: pd.Timedelta(days=family.max_age_days(settings) or 0)
+                 for family in registry if family.series and family.known is not None},
         file_hashes=relative,
         warnings=tuple(p for p in problems if p.severity == "warning"),
+        tables=tables,
     )
     return sources, problems
 

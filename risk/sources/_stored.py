@@ -17,65 +17,18 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import pandas as pd
 
 from risk.core.errors import Problem
 from risk.core.files import EntryStore
 from risk.sources._tables import ProblemLog, display_path
-from risk.sources.evictions import Evictions
-from risk.sources.permits import PermitFileInfo, Permits
+from risk.sources.family import Codec
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Codec(Generic[T]):
-    """How one family's loaded value becomes frames plus a JSON note, and back."""
-
-    pack: Callable[[T], tuple[dict[str, pd.DataFrame], Any]]
-    unpack: Callable[[dict[str, pd.DataFrame], Any], T]
-
-
-def _table() -> Codec[pd.DataFrame | None]:
-    return Codec(lambda v: ({} if v is None else {"table": v}, None),
-                 lambda frames, _: frames.get("table"))
-
-
-def _evictions() -> Codec[Evictions | None]:
-    return Codec(lambda v: ({} if v is None else {"counts": v.counts, "demographics": v.demographics}, None),
-                 lambda f, _: Evictions(f["counts"], f["demographics"]) if f else None)
-
-
-def _permit_info(item: dict[str, Any]) -> PermitFileInfo:
-    complete = item["complete_from"]
-    return PermitFileInfo(item["file"], item["schema"], item["reports_units"],
-                          pd.Timestamp(complete) if complete else None)
-
-
-def _permits() -> Codec[Permits | None]:
-    def pack(v: Permits | None) -> tuple[dict[str, pd.DataFrame], Any]:
-        if v is None:
-            return {}, None
-        files = [{**dataclasses.asdict(f), "complete_from": f.complete_from.isoformat() if f.complete_from else None}
-                 for f in v.files]
-        return {"records": v.records}, {"files": files, "coverage": None if v.coverage is None else sorted(v.coverage)}
-
-    def unpack(frames: dict[str, pd.DataFrame], note: Any) -> Permits | None:
-        if not frames:
-            return None
-        coverage = None if note["coverage"] is None else frozenset(note["coverage"])
-        return Permits(frames["records"], tuple(_permit_info(f) for f in note["files"]), coverage)
-
-    return Codec(pack, unpack)
-
-
-CODECS: dict[str, Callable[[], Codec[Any]]] = {
-    "demographics": _table, "evictions": _evictions, "rent": _table, "permits": _permits}
 
 
 def _absolute(files: str) -> list[str]:
@@ -101,9 +54,9 @@ class StoredFamilies:
         self.hashes = hashes
         self.today = pd.Timestamp(today)
 
-    def load(self, family: str, files: list[Path], settings: object, log: ProblemLog, load: Callable[[], T]) -> T:
+    def load(self, family: str, codec: Codec[Any], files: list[Path], settings: object, log: ProblemLog,
+             load: Callable[[], T]) -> T:
         """The family's value from the store when its inputs are unchanged and today is past its latest date."""
-        codec = CODECS[family]()
         key = self.store.key(f"source-{family}", self.base, settings, [self.hashes.get(str(p)) for p in files])
         stored = self.store.frames(key)
         if stored is not None:

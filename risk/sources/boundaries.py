@@ -20,6 +20,7 @@ from pyproj.exceptions import ProjError
 from risk.core.settings import BoundariesSource, RegionSettings
 from risk.sources._bounded import Refused, check_size
 from risk.sources._tables import ProblemLog, normalise_geoids
+from risk.sources.family import Context, Family
 
 CRS = "EPSG:4326"
 
@@ -169,3 +170,20 @@ def _name(crs: ProjCRS) -> str:
     """``EPSG:2926 (NAD83(HARN) / Washington North (ftUS))``, or the CRS's name when it has no code."""
     authority = crs.to_authority()
     return f"{authority[0]}:{authority[1]} ({crs.name})" if authority else crs.name
+
+
+def _load(c: Context[BoundariesSource]) -> gpd.GeoDataFrame | None:
+    return load_boundaries(c.section, c.region, c.log)
+
+
+FAMILY: Family[BoundariesSource] = Family(
+    name="boundaries",
+    load=_load,
+    section=lambda settings: settings.sources.boundaries,
+    files=lambda cfg: [cfg.path],
+    attribution="Tract boundaries: U.S. Census Bureau cartographic boundary files (public domain).",
+    codec=None,  # read on every run: every other family is checked against them, and they are small
+    series=False,
+    always=True,
+    credit=False,  # public domain: nothing to credit in an e-mail
+)

@@ -2,12 +2,18 @@
 
 Output is long: one row per (tract, measure, vintage) with the vintage's
 release date, so features can take, per measure, the newest vintage published
-by the as-of date.
+by the as-of date. A UDP database also gives the raw columns the UDP typology
+reads, wide and dated by column (:mod:`risk.sources.udp_columns`), from the same
+read and the same checks.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,8 +29,13 @@ from risk.sources._tables import (
     read_table,
     to_number,
 )
+from risk.sources.family import Codec, Context, Family, known_rows
+from risk.sources.udp_columns import UdpColumns, udp_columns
 
 LONG_COLUMNS = ["geoid", "measure", "value", "vintage", "released"]
+MIN_RELEASE_GAP = pd.Timedelta(days=730)
+"""An annual change compares a tract's newest release with the newest at least this much older: the features'
+rule, kept beside the Dask row selection that must keep those releases."""
 
 SHARES = ("renter_share", "nonwhite_share", "college_share", "low_income_share", "poverty_rate", "rent_burden")
 COUNTS = ("population", "households", "housing_units", "renter_households", "low_income_households")
@@ -76,13 +87,22 @@ def _geoids(table: Table, region: RegionSettings, known: pd.Index, log: ProblemL
     return geoids, keep & ~dup & geoids.notna().to_numpy()
 
 
-def _udp_vintage(table: Table, v: Vintage, geoids: pd.Series, keep: np.ndarray, log: ProblemLog) -> list[pd.DataFrame]:
+@dataclass(frozen=True)
+class Demographics:
+    """What the demographics family loads: the long table, and for a UDP database the typology's raw columns."""
+
+    long: pd.DataFrame
+    udp: UdpColumns | None = None
+
+
+def _udp_vintage(table: Table, v: Vintage, geoids: pd.Series, keep: np.ndarray, log: ProblemLog,
+                 number: Callable[[str], pd.Series]) -> list[pd.DataFrame]:
     parts = []
     for measure, stem in _UDP_COLUMNS.items():
         column = f"{stem}_{v.suffix}"
         if column not in table.frame.columns or (measure in MEDIANS and not v.medians_reliable):
             continue
-        values = to_number(table, column, log, sentinels=True)
+        values = number(column)
         values = check_measure(table, values, measure, column, log, v.shares_over_one)
         parts.append(long_rows(geoids[keep], measure, values[keep], v.label, pd.Timestamp(v.released)))
     if not parts:
@@ -91,16 +111,25 @@ def _udp_vintage(table: Table, v: Vintage, geoids: pd.Series, keep: np.ndarray, 
 
 
 def load_udp_database(cfg: DemographicsSource, region: RegionSettings, known: pd.Index,
-                      encoding: str, log: ProblemLog) -> pd.DataFrame:
+                      encoding: str, log: ProblemLog) -> Demographics:
     """The UDP/Census tract database: one wide row per tract, columns suffixed by vintage."""
     assert cfg.path is not None
     table = read_table(cfg.path, log, encoding=encoding, required=(), any_of=[("GEOID", "FIPS")],
                        dtype={"GEOID": str, "FIPS": str})
     if table is None:
-        return empty_long()
+        return Demographics(empty_long())
     geoids, keep = _geoids(table, region, known, log)
-    parts = [p for v in cfg.vintages for p in _udp_vintage(table, v, geoids, keep, log)]
-    return pd.concat(parts, ignore_index=True) if parts else empty_long()
+    numbers: dict[str, pd.Series] = {}
+
+    def number(column: str) -> pd.Series:
+        # a column both the measures and the typology read is checked (and its problems recorded) once
+        if column not in numbers:
+            numbers[column] = to_number(table, column, log, sentinels=True)
+        return numbers[column]
+
+    parts = [p for v in cfg.vintages for p in _udp_vintage(table, v, geoids, keep, log, number)]
+    udp = udp_columns(list(table.frame.columns), geoids, number, {v.suffix: v.released for v in cfg.vintages})
+    return Demographics(pd.concat(parts, ignore_index=True) if parts else empty_long(), udp)
 
 
 def _sum(frame: pd.DataFrame, columns: list[str]) -> pd.Series | None:
@@ -187,8 +216,68 @@ def load_census_tables(cfg: DemographicsSource, region: RegionSettings, known: p
 
 
 def load_demographics(cfg: DemographicsSource, region: RegionSettings, known: pd.Index,
-                      encoding: str, log: ProblemLog) -> pd.DataFrame:
-    """Demographic vintages in long form, from the configured format."""
+                      encoding: str, log: ProblemLog) -> Demographics:
+    """Demographic vintages in long form (and a UDP database's typology columns), from the configured format."""
     if cfg.format == "udp_database":
         return load_udp_database(cfg, region, known, encoding, log)
-    return load_census_tables(cfg, region, known, encoding, log)
+    return Demographics(load_census_tables(cfg, region, known, encoding, log))
+
+
+def _load(c: Context[DemographicsSource]) -> Demographics:
+    return load_demographics(c.section, c.region, c.known, c.encoding, c.log)
+
+
+def _pack(value: Demographics) -> tuple[dict[str, pd.DataFrame], Any]:
+    if value.udp is None:
+        return {"table": value.long}, None
+    udp = value.udp
+    return {"table": value.long, "udp": udp.frame}, {
+        "vintages": {s: d.isoformat() for s, d in udp.vintages.items()}, "digest": udp.digest}
+
+
+def _unpack(frames: dict[str, pd.DataFrame], note: Any) -> Demographics:
+    if note is None:
+        return Demographics(frames["table"])
+    vintages = {s: date.fromisoformat(d) for s, d in note["vintages"].items()}
+    return Demographics(frames["table"], UdpColumns(frames["udp"], vintages, note["digest"]))
+
+
+def _rows(part: pd.DataFrame, t: pd.Timestamp) -> pd.DataFrame:
+    """Per tract and measure, every row released on the dates the newest-value and annual-change features read.
+
+    Those are the newest release, the newest with a value, and the same two
+    among releases at least :data:`MIN_RELEASE_GAP` older than the newest.
+    Keeping all rows of those dates (not one) leaves ties to the local
+    engine's own ordering.
+    """
+    part = known_rows(part, "released", t)
+    released, has = part["released"], part["value"].notna()
+    groups = [part["geoid"], part["measure"]]
+
+    def newest(s: pd.Series) -> pd.Series:
+        return s.groupby(groups).transform("max")
+
+    last = newest(released)
+    older = released.where(released <= last - MIN_RELEASE_GAP)
+    keep = pd.Series(False, index=part.index)
+    for day in (last, newest(released.where(has)), newest(older), newest(older.where(has))):
+        keep |= released.eq(day)
+    return part[keep]
+
+
+FAMILY: Family[DemographicsSource] = Family(
+    name="demographics",
+    load=_load,
+    section=lambda settings: settings.sources.demographics,
+    files=lambda cfg: [p for p in (cfg.path, *(t.path for t in cfg.tables)) if p],
+    attribution="Demographics: U.S. Census Bureau, Decennial Census and American Community Survey, compiled by the "
+    "Urban Displacement Project (doi:10.5281/zenodo.4356684).",
+    known="released",
+    max_age=lambda cfg: cfg.max_age_days,
+    coverage="cov_demographics",
+    rows=_rows,
+    series=False,  # the only source of the demographic features: a stale vintage is reported, never dropped
+    always=True,
+    codec=Codec(_pack, _unpack),
+    into=lambda value: {"demographics": value.long, "udp": value.udp},
+)

@@ -26,6 +26,7 @@ from risk.sources._tables import (
     to_number,
 )
 from risk.sources.demographics import check_measure, empty_long, long_rows
+from risk.sources.family import Codec, Context, Family
 
 REQUIRED = ("GEOID", "year", "eviction-filings", "evictions", "renter-occupied-households")
 
@@ -123,3 +124,30 @@ def _demographics(cfg: EvictionsSource, table, geoids: pd.Series, year: pd.Serie
             parts.append(long_rows(geoids[rows], measure, values[rows], f"{v.label} (Eviction Lab)",
                                    pd.Timestamp(v.released)))
     return pd.concat(parts, ignore_index=True) if parts else empty_long()
+
+
+def _load(c: Context[EvictionsSource]) -> Evictions | None:
+    return load_evictions(c.section, c.region, c.known, c.encoding, c.log, c.today)
+
+
+def _into(value: Evictions | None) -> dict[str, object]:
+    """The yearly counts are the evictions table; the file's demographic columns join the demographics."""
+    return {} if value is None else {"evictions": value.counts, "demographics": value.demographics}
+
+
+FAMILY: Family[EvictionsSource] = Family(
+    name="evictions",
+    load=_load,
+    section=lambda settings: settings.sources.evictions,
+    files=lambda cfg: [cfg.path],
+    attribution="Evictions: This research uses data from The Eviction Lab at Princeton University, a project "
+    "directed by Matthew Desmond and designed by Ashley Gromis, Lavar Edmonds, James Hendrickson, Katie "
+    "Krywokulski, Lillian Leung, and Adam Porton. The Eviction Lab is funded by the JPB, Gates, and Ford "
+    "Foundations as well as the Chan Zuckerberg Initiative. More information is found at evictionlab.org.",
+    known="available",
+    max_age=lambda cfg: cfg.max_age_days,
+    coverage="cov_evictions",
+    codec=Codec(lambda v: ({} if v is None else {"counts": v.counts, "demographics": v.demographics}, None),
+                lambda f, _: Evictions(f["counts"], f["demographics"]) if f else None),
+    into=_into,  # every known year is kept for the Dask engine (rows=None): the long-run average reads them all
+)

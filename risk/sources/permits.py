@@ -10,8 +10,10 @@ unit features stay NaN for the years only it covers.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -29,9 +31,13 @@ from risk.sources._tables import (
     to_date,
     to_number,
 )
+from risk.sources.family import Codec, Context, Family, known_rows
 
 PERMIT_COLUMNS = ["permit_id", "geoid", "issued", "kind", "units_added", "units_removed", "value", "file"]
 KINDS = ("new", "demolition", "addition_alteration", "other")
+PERMIT_WINDOWS = (12, 36)
+"""Months of the permit features' windows: the features' rule, kept beside the Dask row selection that must
+keep the longest one."""
 
 
 @dataclass(frozen=True)
@@ -207,3 +213,67 @@ def load_permits(cfg: PermitsSource, tracts: gpd.GeoDataFrame, encoding: str, lo
                 "and are dropped", severity="warning")
     frame = frame[frame["geoid"].notna()]
     return Permits(records=frame[PERMIT_COLUMNS].reset_index(drop=True), files=tuple(infos), coverage=coverage)
+
+
+def _load(c: Context[PermitsSource]) -> Permits | None:
+    if c.tracts is None:
+        raise ValueError("permits are geocoded to the boundaries' tracts: load those first")
+    return load_permits(c.section, c.tracts, c.encoding, c.log, c.today)
+
+
+def _into(value: Permits | None) -> dict[str, object]:
+    return {} if value is None else {"permits": value.records, "permit_files": value.files,
+                                     "permit_coverage": value.coverage}
+
+
+def _pack(v: Permits | None) -> tuple[dict[str, pd.DataFrame], Any]:
+    if v is None:
+        return {}, None
+    files = [{**dataclasses.asdict(f), "complete_from": f.complete_from.isoformat() if f.complete_from else None}
+             for f in v.files]
+    return {"records": v.records}, {"files": files, "coverage": None if v.coverage is None else sorted(v.coverage)}
+
+
+def _file_info(item: dict[str, Any]) -> PermitFileInfo:
+    complete = item["complete_from"]
+    return PermitFileInfo(item["file"], item["schema"], item["reports_units"],
+                          pd.Timestamp(complete) if complete else None)
+
+
+def _unpack(frames: dict[str, pd.DataFrame], note: Any) -> Permits | None:
+    if not frames:
+        return None
+    coverage = None if note["coverage"] is None else frozenset(note["coverage"])
+    return Permits(frames["records"], tuple(_file_info(f) for f in note["files"]), coverage)
+
+
+def _rows(part: pd.DataFrame, t: pd.Timestamp) -> pd.DataFrame:
+    """Permits of the longest window, plus each file's first and last and each tract's first record.
+
+    Rows outside the window are never counted; they only date a file (is it
+    complete at the window's start, still fresh?) and show that a tract has
+    permits at all. Any partition's extremes include the global ones.
+    """
+    start = t - pd.DateOffset(months=max(PERMIT_WINDOWS))
+    part = known_rows(part, "issued", t)
+    issued = part["issued"]
+    by_file = issued.groupby(part["file"])
+    keep = (issued > start) | ~part["geoid"].duplicated()
+    keep |= issued.eq(by_file.transform("min")) | issued.eq(by_file.transform("max"))
+    return part[keep]
+
+
+FAMILY: Family[PermitsSource] = Family(
+    name="permits",
+    load=_load,
+    section=lambda settings: settings.sources.permits,
+    files=lambda cfg: [f.path for f in cfg.files],
+    side_files=lambda cfg: [cfg.coverage_tracts] if cfg.coverage_tracts else [],
+    attribution="Building permits: City of Seattle open data (data.seattle.gov).",
+    known="issued",
+    max_age=lambda cfg: cfg.max_gap_days,
+    coverage="cov_permits",
+    codec=Codec(_pack, _unpack),
+    rows=_rows,
+    into=_into,
+)

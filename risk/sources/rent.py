@@ -25,8 +25,14 @@ from risk.sources._tables import (
     to_date,
     to_number,
 )
+from risk.sources.family import Context, Family, known_rows
 
 RENT_COLUMNS = ["geoid", "month", "available", "zhvi", "zri"]
+RENT_CHANGE_YEARS = (1, 3, 5)
+"""The years the rent and home-value change features look back from a tract's newest month: the features'
+rule, kept beside the Dask row selection that must keep those months."""
+RENT_LAG_MONTHS = (0, *(12 * k for k in RENT_CHANGE_YEARS))
+"""Rent months a tract's features read: its newest, and the months of its changes."""
 _DATE_COLUMN = re.compile(r"^\d{4}-\d{2}(-\d{2})?$")
 
 
@@ -146,3 +152,34 @@ def load_rent(cfg: RentSource, region: RegionSettings, known: pd.Index, encoding
         return load_zillow_zip(cfg, region, known, encoding, log, today)
     return None
 
+
+def _load(c: Context[RentSource]) -> pd.DataFrame | None:
+    return load_rent(c.section, c.region, c.known, c.encoding, c.log, c.today)
+
+
+def _rows(part: pd.DataFrame, t: pd.Timestamp) -> pd.DataFrame:
+    """Per tract and index, its newest month with a value and the same month 1, 3 and 5 years before."""
+    part = known_rows(part, "available", t)
+    month = part["month"].dt.year * 12 + part["month"].dt.month
+    keep = pd.Series(False, index=part.index)
+    for column in ("zri", "zhvi"):
+        has = part[column].notna()
+        lag = month.where(has).groupby(part["geoid"]).transform("max") - month
+        keep |= has & lag.isin(RENT_LAG_MONTHS)
+    return part[keep]
+
+
+FAMILY: Family[RentSource] = Family(
+    name="rent",
+    load=_load,
+    section=lambda settings: settings.sources.rent,
+    files=lambda cfg: [p for p in (cfg.path, cfg.rent_path, cfg.crosswalk) if p],
+    attribution="Rent and home values: Zillow Research (Zillow Rent Index and Home Value Index), tract extract.",
+    known="available",
+    max_age=lambda cfg: cfg.max_age_days,
+    coverage="cov_rent_index",
+    rows=_rows,
+    period="month",
+    # e-mails have never carried this credit (only the model page did); Zillow's terms may ask for it there too
+    credit=False,
+)

@@ -58,7 +58,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from risk.core.errors import RiskError
+from risk.core.errors import SynthError
 from risk.core.files import atomic_path
 
 DRIVERS = ("rent_change_1y", "permits_new_12m", "low_income_share_vs_region")
@@ -94,10 +94,6 @@ COUNTIES = (
 """California's 58 counties in FIPS order (001, 003, ..., 115)."""
 MIN_YEARS = 9
 """Six baseline years and a three-year window make the first ``eviction_surge`` origin."""
-
-
-class SynthError(RiskError):
-    """The requested world cannot be generated."""
 
 
 @dataclass(frozen=True)

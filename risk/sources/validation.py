@@ -9,7 +9,8 @@ import pandas as pd
 
 from risk.core.errors import Problem
 from risk.core.settings import Settings
-from risk.sources import FAMILIES, Sources, collect
+from risk.sources import Sources, collect
+from risk.sources.registry import families
 
 
 @dataclass(frozen=True)
@@ -55,23 +56,19 @@ class ValidationReport:
         }
 
 
-def _span(frame: pd.DataFrame | None, column: str) -> tuple[int, int, str | None, str | None]:
+def _span(frame: pd.DataFrame | None, column: str | None) -> tuple[int, int, str | None, str | None]:
     if frame is None or frame.empty:
         return 0, 0, None, None
-    return (len(frame), int(frame["geoid"].nunique()),
-            f"{frame[column].min():%Y-%m-%d}", f"{frame[column].max():%Y-%m-%d}")
+    # a table keyed by tract (the boundaries) has the GEOIDs as its index
+    tracts = int(frame["geoid"].nunique()) if "geoid" in frame.columns else frame.index.nunique()
+    if column is None:
+        return len(frame), tracts, None, None
+    return len(frame), tracts, f"{frame[column].min():%Y-%m-%d}", f"{frame[column].max():%Y-%m-%d}"
 
 
 def summarise(sources: Sources) -> list[FamilySummary]:
-    """Rows, tracts and date span per family."""
-    spans = {
-        "boundaries": (len(sources.tracts), len(sources.tracts), None, None),
-        "demographics": _span(sources.demographics, "released"),
-        "evictions": _span(sources.evictions, "available"),
-        "rent": _span(sources.rent, "month"),
-        "permits": _span(sources.permits, "issued"),
-    }
-    return [FamilySummary(name, *spans[name]) for name in FAMILIES]
+    """Rows, tracts and date span (of the period a record describes) per family, in registry order."""
+    return [FamilySummary(f.name, *_span(sources.table(f.name), f.period or f.known)) for f in families()]
 
 
 def validate(settings: Settings, today: date | None = None) -> ValidationReport:

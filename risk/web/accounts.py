@@ -46,7 +46,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from risk.core.errors import OutputError, RiskError
+from risk.core.errors import AccountError, OutputError
 from risk.core.store import engine_for, metadata, reviews
 
 Role = Literal["viewer", "planner", "admin"]
@@ -117,17 +117,6 @@ TOKEN_PREFIX = "risk_"
 _hasher = PasswordHasher()
 # verified against when the user does not exist, so an unknown name takes as long as a wrong password
 _DUMMY_HASH = _hasher.hash("not a password anyone has")
-
-
-class AccountError(RiskError):
-    """A user name, role, password or decision that cannot be accepted; the message names the field."""
-
-    exit_code = 1
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        self.message = message
-        super().__init__(f"{field}: {message}")
 
 
 @dataclass(frozen=True)

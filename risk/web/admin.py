@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
+from risk.core.errors import AccountError
 from risk.web import accounts
-from risk.web.accounts import AccountError, User
+from risk.web.accounts import User
 from risk.web.auth import Admin, CheckedForm, Planner, text_field
-from risk.web.common import NotFound, app_state
+from risk.web.common import NotFound, app_state, http_status
 
 router = APIRouter(include_in_schema=False)
 NamePath = Annotated[str, Path(pattern=accounts.NAME_PATTERN.pattern, max_length=100)]
@@ -48,7 +49,7 @@ def add_user(request: Request, user: Admin, form: CheckedForm) -> Response:
     try:
         accounts.add_user(app_state(request).data.engine, name, role, password, actor=user.name)
     except AccountError as e:
-        return _users_page(request, 400, f"{e.field}: {e.message}", {"name": name, "role": role})
+        return _users_page(request, http_status(e), f"{e.field}: {e.message}", {"name": name, "role": role})
     request.session["flash"] = f"User {name} added as {role}."
     return RedirectResponse("/admin/users", status_code=303)
 
@@ -65,6 +66,6 @@ def change_access(request: Request, user: Admin, form: CheckedForm, name: NamePa
     except AccountError as e:
         if e.field == "name":
             raise NotFound(e.message) from e
-        return _users_page(request, 400, f"{e.field}: {e.message}")
+        return _users_page(request, http_status(e), f"{e.field}: {e.message}")
     request.session["flash"] = f"User {changed.name}: {changed.role}, {'active' if changed.active else 'locked'}."
     return RedirectResponse("/admin/users", status_code=303)

@@ -12,10 +12,11 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from risk.core.errors import UnknownTract
 from risk.web import accounts
 from risk.web.auth import Viewer
 from risk.web.common import NotFound, app_state
-from risk.web.data import Filters, RunView, UnknownTract, WebData
+from risk.web.data import Filters, RunView, WebData
 from risk.web.geo import feature_collection
 from risk.web.views import GeoidPath, ListFilters
 

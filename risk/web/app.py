@@ -21,11 +21,11 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from risk.core.errors import RiskError
+from risk.core.errors import RiskError, UnknownArea
 from risk.core.settings import Settings
 from risk.web import accounts, admin, api, auth, model_page, views
-from risk.web.common import WebError
-from risk.web.data import UnknownArea, WebData
+from risk.web.common import WebError, http_status
+from risk.web.data import WebData
 from risk.web.pages import Pages
 
 log = logging.getLogger(__name__)
@@ -93,13 +93,15 @@ def _error(request: Request, status: int, message: str, field: str | None = None
 
 
 def _add_error_handlers(app: FastAPI) -> None:
+    """Every handler takes its status from :data:`risk.web.common.HTTP_STATUS` (through ``http_status``)."""
+
     @app.exception_handler(WebError)
     async def web_error(request: Request, exc: WebError) -> Response:
-        return _error(request, exc.status, exc.message, exc.field)
+        return _error(request, http_status(exc), exc.message, exc.field)
 
     @app.exception_handler(UnknownArea)
     async def unknown_area(request: Request, exc: UnknownArea) -> Response:
-        return _error(request, 400, "area: no such area; choose one from the list", "area")
+        return _error(request, http_status(exc), "area: no such area; choose one from the list", "area")
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
@@ -108,23 +110,24 @@ def _add_error_handlers(app: FastAPI) -> None:
                    "where": str(e.get("loc", ("request",))[0]), "message": str(e.get("msg", "invalid"))}
                   for e in exc.errors()]
         summary = "; ".join(f"{f['where']} parameter '{f['field']}': {f['message']}" for f in fields)
-        return _error(request, 422, summary, fields=fields)
+        return _error(request, http_status(exc), summary, fields=fields)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         messages = {404: "There is no page at this address.", 405: "This address does not accept that method."}
-        return _error(request, exc.status_code, messages.get(exc.status_code, str(exc.detail)))
+        status = http_status(exc)
+        return _error(request, status, messages.get(status, str(exc.detail)))
 
     @app.exception_handler(RiskError)
     async def risk_error(request: Request, exc: RiskError) -> Response:
         log.warning("request %s failed: %s", request.url.path, exc)
-        return _error(request, 503, str(exc))
+        return _error(request, http_status(exc), str(exc))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _error(request, 500, "Something went wrong on the server. It has been logged; please try again "
-                                    "or tell the administrator.")
+        return _error(request, http_status(exc), "Something went wrong on the server. It has been logged; please "
+                                                 "try again or tell the administrator.")
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -33,7 +33,7 @@ from risk.core.errors import ConfigError, ConfigIssue
 from risk.core.settings import Settings, WebSettings
 from risk.web import accounts
 from risk.web.accounts import Role, User
-from risk.web.common import BadInput, Forbidden, LoginRequired, WebError, app_state
+from risk.web.common import BadInput, BadToken, Forbidden, LoginRequired, app_state
 
 MIN_SECRET = 32
 MAX_FORM_FIELDS = 20
@@ -60,15 +60,6 @@ def secret_key(settings: Settings) -> str:
 
 
 # ---------------------------------------------------------------- sessions, tokens and roles
-
-
-class BadToken(WebError):
-    """An ``Authorization: Bearer`` header on an API route whose token is unknown, revoked or of a locked user."""
-
-    status = 401
-
-    def __init__(self) -> None:
-        super().__init__("The API token is not valid: it was revoked, or its user is locked or deleted.")
 
 
 def csrf_token(request: Request) -> str:

@@ -19,13 +19,14 @@ import pandas as pd
 from sqlalchemy import Engine, select
 
 from risk.alerts.rules import REASONS, decide
-from risk.core.errors import RiskError
+from risk.core.errors import RiskError, UnknownArea, UnknownTract
 from risk.core.settings import Settings
-from risk.core.store import alerted, latest_run, run_drivers, run_scores, runs, scores
+from risk.core.store import alerted, run_scores, runs, scores
 from risk.features.dictionary import BASE_FEATURES, BY_NAME, Feature
 from risk.model.gbm import TrainedModel
-from risk.model.registry import ModelRecord, Registry
+from risk.model.registry import ModelRecord
 from risk.scoring.scores import TIERS
+from risk.service.artifacts import StoredRun, read_newest_run
 from risk.web import accounts
 from risk.web.geo import Geography, load_geography
 
@@ -36,26 +37,6 @@ Sort = Literal["probability", "change", "tier", "status"]
 Order = Literal["asc", "desc"]
 FLAGGED = ("high", "elevated", "watch")
 """Tiers shown as flagged: every tier above low."""
-
-
-class NoRunYet(RiskError):
-    """The database holds no finished scoring run."""
-
-    exit_code = 1
-
-
-class UnknownTract(RiskError):
-    """A GEOID that is not in the newest run."""
-
-    exit_code = 1
-
-
-class UnknownArea(RiskError):
-    """An area filter that names no area."""
-
-    def __init__(self, area: str) -> None:
-        self.area = area
-        super().__init__("area: no such area")
 
 
 @dataclass(frozen=True)
@@ -73,12 +54,28 @@ class Filters:
 class RunView:
     """One finished run as the pages need it."""
 
-    run: dict[str, Any]
+    stored: StoredRun = field(repr=False)
+    """The run as read back (:mod:`risk.service.artifacts`): its row, features file and model record."""
     table: pd.DataFrame
+    """Its scores, each tract's name added."""
     drivers: dict[str, list[dict[str, Any]]]
-    features: pd.DataFrame | None
-    record: ModelRecord | None
+    """Its stored drivers by GEOID, strongest first."""
     _model: TrainedModel | None = field(default=None, repr=False)
+
+    @property
+    def run(self) -> dict[str, Any]:
+        """The run's row in the run history."""
+        return self.stored.row
+
+    @property
+    def features(self) -> pd.DataFrame | None:
+        """The run's feature table, None if its file is gone."""
+        return self.stored.features
+
+    @property
+    def record(self) -> ModelRecord | None:
+        """The run's registered model, None if it is not in the registry (any more)."""
+        return self.stored.record
 
     @property
     def run_id(self) -> int:
@@ -117,7 +114,7 @@ class WebData:
         self.engine = engine
         self._lock = threading.RLock()
         self._geography: Geography | None = None
-        self._views: dict[int, RunView] = {}
+        self._view: RunView | None = None
         self._alerts: dict[int, dict[str, tuple[str, ...]]] = {}
         self._memo: dict[Any, Any] = {}
 
@@ -143,33 +140,22 @@ class WebData:
         return value
 
     def latest(self) -> RunView:
-        """The newest finished run."""
-        row = latest_run(self.engine)
-        if row is None:
-            raise NoRunYet("no scoring run in the database yet: run `risk run` first")
-        with self._lock:
-            view = self._views.get(int(row["id"]))
-            if view is None:
-                view = self._load(row)
-                self._views = {view.run_id: view}  # older runs are not shown: keep one
+        """The newest finished run; :class:`NoRunYet` if there is none."""
+        with self._lock:  # held while a new run is read, so concurrent requests read its files once
+            view = self._view
+            stored = read_newest_run(self.settings, self.engine, known=view.stored if view else None)
+            if view is None or view.stored is not stored:
+                view = self._view = self._view_of(stored)  # older runs are not shown: keep one
             return view
 
-    def _load(self, row: dict[str, Any]) -> RunView:
+    def _view_of(self, stored: StoredRun) -> RunView:
         names = self.geography().names
-        table = run_scores(self.engine, row["id"])
-        table["name"] = [names.get(g, f"Census tract {g}") for g in table.index]
-        rows = run_drivers(self.engine, row["id"])
+        table = stored.scores.assign(name=[names.get(g, f"Census tract {g}") for g in stored.scores.index])
         driver_map: dict[str, list[dict[str, Any]]] = {}
-        if not rows.empty:
-            for rec in rows.sort_values(["geoid", "rank"]).to_dict("records"):
+        if not stored.drivers.empty:
+            for rec in stored.drivers.sort_values(["geoid", "rank"]).to_dict("records"):
                 driver_map.setdefault(rec["geoid"], []).append(rec)
-        path = self.settings.paths.features / f"features_{row['as_of'].isoformat()}.parquet"
-        features = pd.read_parquet(path) if path.exists() else None
-        try:
-            record: ModelRecord | None = Registry(self.settings.paths.models).get(row["model_id"])
-        except RiskError:
-            record = None
-        return RunView(dict(row), table, driver_map, features, record)
+        return RunView(stored, table, driver_map)
 
     # ------------------------------------------------------------ the flagged list
 

@@ -15,7 +15,7 @@ import numpy as np
 import shapely
 
 from risk.alerts.messages import TIER_COLOURS, tract_names
-from risk.alerts.rules import named_areas
+from risk.alerts.recipients import named_areas
 from risk.core.settings import Settings
 from risk.sources import Sources, load_sources
 

@@ -8,21 +8,14 @@ from typing import Any
 
 import pandas as pd
 
-from risk.alerts.messages import ATTRIBUTION
 from risk.core.settings import Settings
 from risk.features.dictionary import FEATURES
 from risk.model.backtest import MODELS
 from risk.model.registry import ModelRecord
 from risk.model.report import LABELS
+from risk.service.artifacts import backtest_report
 from risk.sources import Sources
-
-ATTRIBUTIONS = {
-    "boundaries": "Tract boundaries: U.S. Census Bureau cartographic boundary files (public domain).",
-    "demographics": ATTRIBUTION[0],
-    "evictions": ATTRIBUTION[1],
-    "rent": "Rent and home values: Zillow Research (Zillow Rent Index and Home Value Index), tract extract.",
-    "permits": ATTRIBUTION[2],
-}
+from risk.sources.registry import families
 
 GENERAL_LIMITATIONS = [
     "A score ranks tracts against each other; it is not the chance that any household will be displaced, and "
@@ -86,7 +79,7 @@ def backtest_summary(record: ModelRecord | None, settings: Settings) -> dict[str
         best = max(baselines, key=lambda r: r["pr_auc"])
         summary["best"] = best["name"]
         summary["ratio"] = lgbm["pr_auc"] / best["pr_auc"] if best["pr_auc"] else None
-    predictions = settings.paths.reports / f"backtest-{summary['outcome']}" / "predictions.csv"
+    predictions = backtest_report(settings, summary["outcome"]) / "predictions.csv"
     if predictions.exists():
         y = pd.read_csv(predictions, usecols=["y"])["y"]
         summary.update(base_rate=float(y.mean()), cases=len(y), positives=int(y.sum()))
@@ -95,7 +88,7 @@ def backtest_summary(record: ModelRecord | None, settings: Settings) -> dict[str
 
 def pr_curves_path(settings: Settings, outcome: str) -> Any:
     """The backtest report's precision-recall picture, if the report exists."""
-    path = settings.paths.reports / f"backtest-{outcome}" / "pr_curves.png"
+    path = backtest_report(settings, outcome) / "pr_curves.png"
     return path if path.exists() else None
 
 
@@ -113,35 +106,21 @@ def _newest(frame: pd.DataFrame | None, column: str, as_of: date) -> date | None
 
 def data_sources(settings: Settings, sources: Sources, as_of: date) -> list[dict[str, Any]]:
     """Each family: its files, attribution, the newest record known at the run and whether that is fresh."""
-    s = settings.sources
-    files = {
-        "boundaries": [s.boundaries.path],
-        "demographics": [p for p in [s.demographics.path, *(t.path for t in s.demographics.tables)] if p],
-        "evictions": [s.evictions.path] if s.evictions else [],
-        "rent": [p for p in (s.rent.path, s.rent.rent_path, s.rent.crosswalk) if p],
-        "permits": [f.path for f in s.permits.files] if s.permits else [],
-    }
-    newest = {
-        "boundaries": None,
-        "demographics": _newest(sources.demographics, "released", as_of),
-        "evictions": _newest(sources.evictions, "available", as_of),
-        "rent": _newest(sources.rent, "available", as_of),
-        "permits": _newest(sources.permits, "issued", as_of),
-    }
     out = []
-    for family, paths in files.items():
-        limit = sources.max_age.get(family)
-        when = newest[family]
+    for family in families():
+        section = family.section(settings)
+        paths = family.files(section) if section is not None else []
+        when = _newest(sources.table(family.name), family.known, as_of) if family.known else None
+        limit = sources.max_age.get(family.name) if family.series else None
         if not paths:
             status = "not configured"
-        elif family in ("boundaries", "demographics"):
+        elif not family.series:  # the boundaries and the demographic vintages stay in use however old
             status = "in use"
         elif when is None:
             status = "no data by the run date"
         else:
             status = "fresh" if limit is None or pd.Timestamp(as_of) - pd.Timestamp(when) <= limit else "stale"
-        out.append({"family": family, "files": [p.name for p in paths], "attribution": ATTRIBUTIONS[family],
+        out.append({"family": family.name, "files": [p.name for p in paths], "attribution": family.attribution,
                     "newest": when, "age_days": None if when is None else (as_of - when).days,
-                    "limit_days": None if limit is None or family == "demographics" else limit.days,
-                    "status": status})
+                    "limit_days": None if limit is None else limit.days, "status": status})
     return out

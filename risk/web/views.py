@@ -9,10 +9,11 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
+from risk.core.errors import AccountError, UnknownTract
 from risk.web import accounts, pictures
-from risk.web.accounts import AccountError, User
+from risk.web.accounts import User
 from risk.web.auth import CheckedForm, Planner, Viewer, text_field
-from risk.web.common import BadInput, NotFound, app_state
+from risk.web.common import BadInput, NotFound, app_state, http_status
 from risk.web.data import (
     FLAGGED,
     Filters,
@@ -21,7 +22,6 @@ from risk.web.data import (
     Sort,
     Status,
     Tier,
-    UnknownTract,
     WebData,
 )
 from risk.web.geo import feature_collection, tier_colour
@@ -191,9 +191,10 @@ def record_review(request: Request, user: Planner, form: CheckedForm, geoid: Geo
         note = accounts.check_note(values["note"])
         follow_up = _follow_up(values["follow_up"])
     except AccountError as e:
-        return _tract_page(request, view, geoid, user, status=400, errors={e.field: e.message}, values=values)
+        return _tract_page(request, view, geoid, user, status=http_status(e), errors={e.field: e.message},
+                           values=values)
     except BadInput as e:
-        return _tract_page(request, view, geoid, user, status=400, errors={e.field or "form": e.detail},
+        return _tract_page(request, view, geoid, user, status=http_status(e), errors={e.field or "form": e.detail},
                            values=values)
     accounts.record_decision(data.engine, geoid, decision, note, follow_up,
                              float(view.table.loc[geoid, "percentile"]), user.name)

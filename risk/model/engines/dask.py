@@ -16,7 +16,9 @@ Rows rather than per-tract sums come back so that the finishing is the local
 engine's own code, summing the same numbers in the same order: both engines
 give the same features bit for bit, and a change to a feature needs no second
 implementation (the tests compare the engines, and fail if it reads a row the
-selection here drops).
+selection drops). Each family declares its selection beside its loader
+(:attr:`risk.sources.family.Family.rows`); one that declares none keeps every
+known row.
 
 Training: :mod:`lightgbm.dask` with the parameters and the temporal scheme of
 :mod:`risk.model.gbm` (see :mod:`risk.model.engines.dask_train`).
@@ -32,7 +34,6 @@ import contextlib
 import functools
 import importlib
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import date
 from typing import TYPE_CHECKING
 
@@ -42,6 +43,8 @@ import pandas as pd
 from risk.core.settings import Settings, config_issue
 from risk.features import build as local_features
 from risk.sources import Sources
+from risk.sources.family import known_rows
+from risk.sources.registry import dated
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -49,10 +52,6 @@ if TYPE_CHECKING:
     from risk.model.backtest import Backtest
     from risk.model.training import TrainingResult
 
-PERMIT_WINDOW_MONTHS = 36
-"""The longest permit window of :mod:`risk.features.build`: older permits only date their file and tract."""
-RENT_LAG_MONTHS = (0, *(12 * k for k in local_features.RENT_CHANGE_YEARS))
-"""Rent months a tract's features read: its newest, and the months of its changes (1, 3 and 5 years)."""
 WORKER_MODULES = ("risk.model.engines.dask", "lightgbm.dask")
 """What every worker must be able to import (a remote cluster needs this package installed)."""
 
@@ -129,18 +128,19 @@ def known_view(sources: Sources, as_of: date, client: Client, npartitions: int) 
     import dask
 
     t = pd.Timestamp(as_of)
-    start = t - pd.DateOffset(months=PERMIT_WINDOW_MONTHS)
-    plan = {"demographics": (_demographic_rows, (t,)), "evictions": (_cut, ("available", t)),
-            "rent": (_rent_rows, (t,)), "permits": (_permit_rows, (t, start))}
+    families = dated()
     lazy = {}
-    for name, (select, args) in plan.items():
-        frame = getattr(sources, name)
+    for family in families:
+        frame = sources.table(family.name)
         if frame is not None and not frame.empty:
-            lazy[name] = _by_tract(frame, npartitions, client).map_partitions(select, *args)
+            parts = _by_tract(frame, npartitions, client)
+            # each family's own selection (sources declare it beside their loader), or every known row
+            lazy[family.name] = (parts.map_partitions(family.rows, t) if family.rows is not None
+                                 else parts.map_partitions(known_rows, family.known, t))
     done = dict(zip(lazy, dask.compute(*lazy.values(), scheduler=client), strict=True))
     cut = sources.known_at(as_of)  # the families left out above: None or empty, cut as the local engine does
-    kept = {name: _in_order(done[name]) if name in done else getattr(cut, name) for name in plan}
-    return replace(sources, **kept)
+    return sources.with_tables({f.name: _in_order(done[f.name]) if f.name in done else cut.table(f.name)
+                                for f in families})
 
 
 def _by_tract(frame: pd.DataFrame, npartitions: int, client: Client):
@@ -162,59 +162,6 @@ def _by_tract(frame: pd.DataFrame, npartitions: int, client: Client):
 def _in_order(frame: pd.DataFrame) -> pd.DataFrame:
     """The kept rows in the source table's order, with its index, as the local engine reads them."""
     return frame.sort_values("_pos", kind="stable").drop(columns="_pos")
-
-
-def _cut(part: pd.DataFrame, column: str, t: pd.Timestamp) -> pd.DataFrame:
-    return part[part[column] <= t]
-
-
-def _demographic_rows(part: pd.DataFrame, t: pd.Timestamp) -> pd.DataFrame:
-    """Per tract and measure, every row released on the dates the newest-value and annual-change features read.
-
-    Those are the newest release, the newest with a value, and the same two
-    among releases at least two years older than the newest. Keeping all rows
-    of those dates (not one) leaves ties to the local engine's own ordering.
-    """
-    part = _cut(part, "released", t)
-    released, has = part["released"], part["value"].notna()
-    groups = [part["geoid"], part["measure"]]
-
-    def newest(s: pd.Series) -> pd.Series:
-        return s.groupby(groups).transform("max")
-
-    last = newest(released)
-    older = released.where(released <= last - local_features.MIN_RELEASE_GAP)
-    keep = pd.Series(False, index=part.index)
-    for day in (last, newest(released.where(has)), newest(older), newest(older.where(has))):
-        keep |= released.eq(day)
-    return part[keep]
-
-
-def _rent_rows(part: pd.DataFrame, t: pd.Timestamp) -> pd.DataFrame:
-    """Per tract and index, its newest month with a value and the same month 1, 3 and 5 years before."""
-    part = _cut(part, "available", t)
-    month = part["month"].dt.year * 12 + part["month"].dt.month
-    keep = pd.Series(False, index=part.index)
-    for column in ("zri", "zhvi"):
-        has = part[column].notna()
-        lag = month.where(has).groupby(part["geoid"]).transform("max") - month
-        keep |= has & lag.isin(RENT_LAG_MONTHS)
-    return part[keep]
-
-
-def _permit_rows(part: pd.DataFrame, t: pd.Timestamp, start: pd.Timestamp) -> pd.DataFrame:
-    """Permits of the longest window, plus each file's first and last and each tract's first record.
-
-    Rows outside the window are never counted; they only date a file (is it
-    complete at the window's start, still fresh?) and show that a tract has
-    permits at all. Any partition's extremes include the global ones.
-    """
-    part = _cut(part, "issued", t)
-    issued = part["issued"]
-    by_file = issued.groupby(part["file"])
-    keep = (issued > start) | ~part["geoid"].duplicated()
-    keep |= issued.eq(by_file.transform("min")) | issued.eq(by_file.transform("max"))
-    return part[keep]
 
 
 # -- training -----------------------------------------------------------------------------------------------------

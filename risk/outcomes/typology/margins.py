@@ -8,7 +8,7 @@ estimates (decennial long form, ACS 5-year) such comparisons come out either
 way by sampling noise alone. With :class:`Margins` each change test asks
 instead that the change pass its threshold by ``z`` standard errors of the
 difference of the two estimates; the low-income loss is the project's
-``low_income_loss`` test (:class:`risk.outcomes.labels.LowIncomeLoss`). The functions
+``low_income_loss`` test (:class:`risk.outcomes.low_income_loss.LowIncomeLoss`). The functions
 return boolean Series where a missing value counts as "no".
 
 The sampling model is the one of ``LowIncomeLoss`` and of the
@@ -180,7 +180,7 @@ def change_class(x: pd.Series, marginal: float, rapid: float, m: Margins) -> pd.
 def count_loss(c0: pd.Series, c1: pd.Series, v0: str, v1: str, m: Margins) -> pd.Series:
     """The estimated count fell below the regional trend by max(min_loss, loss_z SE), and fell (log scale).
 
-    The first condition is :class:`risk.outcomes.labels.LowIncomeLoss`'s test (log-change
+    The first condition is :class:`risk.outcomes.low_income_loss.LowIncomeLoss`'s test (log-change
     against the regional trend, margin max(-log(1 - min_loss), z SE)): the tract
     did not just move with the region. The second keeps UDP's meaning of "lost
     low-income households": the count itself declined. The regional trend is the

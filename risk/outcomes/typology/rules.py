@@ -122,7 +122,7 @@ def _aligned(obj: _Frame, index: pd.Index) -> _Frame:
     return obj.reindex(index)
 
 
-def _year(v: str) -> int:
+def vintage_year(v: str) -> int:
     """Two-digit vintage suffix to a year (90 -> 1990, 18 -> 2018)."""
     y = int(v)
     return 1900 + y if y >= 50 else 2000 + y
@@ -148,7 +148,7 @@ def _opt(db: pd.DataFrame, col: str) -> pd.Series | None:
 
 
 @memoised
-def _rm(db: pd.DataFrame, col: str) -> float:
+def regional_median(db: pd.DataFrame, col: str) -> float:
     """Regional median: the median of tract values over the whole frame (UDP's meaning).
 
     UDP took it with the sentinels still in, i.e. counting them as the lowest
@@ -174,7 +174,7 @@ def _pct(db: pd.DataFrame, var: str, v0: str, v1: str) -> pd.Series:
 
 def _rm_pct(db: pd.DataFrame, var: str, v0: str, v1: str) -> float:
     """"Regional change": the % change of the regional median (checked), not a median of changes."""
-    return _rm(db, f"{var}_{v1}") / _rm(db, f"{var}_{v0}") - 1
+    return regional_median(db, f"{var}_{v1}") / regional_median(db, f"{var}_{v0}") - 1
 
 
 def income_category(db: pd.DataFrame, v: str) -> pd.Series:
@@ -187,7 +187,7 @@ def income_category(db: pd.DataFrame, v: str) -> pd.Series:
     low = _num(db, f"inc80_{v}")
     up = _opt(db, f"inc120_{v}")
     mod, high = (up - low, 1 - up) if up is not None else (low * np.nan, low * np.nan)
-    ratio = _num(db, f"real_hinc_{v}") / _rm(db, f"real_hinc_{v}")
+    ratio = _num(db, f"real_hinc_{v}") / regional_median(db, f"real_hinc_{v}")
     cat = np.select(
         [low >= PREDOMINANT, mod >= PREDOMINANT, high >= PREDOMINANT,
          ratio < MIX_LOW, ratio <= MIX_HIGH, ratio > MIX_HIGH],
@@ -204,11 +204,11 @@ def vulnerable(db: pd.DataFrame, v: str) -> pd.Series:
     share college-educated not above it. Checked: 3 of 4 reproduces UDP's
     vul_gent_90/00/18 exactly; 2 of 4 (as some summaries say) misses 55-107 tracts.
     """
-    cheap = ~_above(_num(db, f"real_mrent_{v}"), _rm(db, f"real_mrent_{v}")) | ~_above(
-        _num(db, f"real_mhval_{v}"), _rm(db, f"real_mhval_{v}"))
-    score = sum(_above(_num(db, f"{c}_{v}"), _rm(db, f"{c}_{v}")).astype(int)
+    cheap = ~_above(_num(db, f"real_mrent_{v}"), regional_median(db, f"real_mrent_{v}")) | ~_above(
+        _num(db, f"real_mhval_{v}"), regional_median(db, f"real_mhval_{v}"))
+    score = sum(_above(_num(db, f"{c}_{v}"), regional_median(db, f"{c}_{v}")).astype(int)
                 for c in ("per_all_li", "per_nonwhite", "per_rent"))
-    score = score + (~_above(_num(db, f"per_col_{v}"), _rm(db, f"per_col_{v}"))).astype(int)
+    score = score + (~_above(_num(db, f"per_col_{v}"), regional_median(db, f"per_col_{v}"))).astype(int)
     return cheap & (score >= 3)
 
 
@@ -252,7 +252,7 @@ def gentrified(db: pd.DataFrame, v0: str, v1: str, rent_from: str,
     (percentage points), in real median household income and a hot market. Outside
     dense areas UDP also requires a loss of low-income households.
     """
-    rm_col = _rm(db, f"per_col_{v1}") - _rm(db, f"per_col_{v0}")
+    rm_col = regional_median(db, f"per_col_{v1}") - regional_median(db, f"per_col_{v0}")
     urban = (vulnerable(db, v0) & _share_change_above(db, "per_col", v0, v1, rm_col, margins)
              & _pct_above(_pct(db, "real_hinc", v0, v1), _rm_pct(db, "real_hinc", v0, v1), margins)
              & hot_market(db, v0, v1, rent_from, margins))
@@ -295,8 +295,8 @@ def affordability(db: pd.DataFrame, current: str) -> pd.Series:
     """
     if current == "18" and "lmh_flag_encoded" in db.columns:
         return _num(db, "lmh_flag_encoded").fillna(0).astype(int)
-    ratio = _num(db, f"real_mrent_{current}") / _rm(db, f"real_mrent_{current}")
-    value = _num(db, f"real_mhval_{current}") / _rm(db, f"real_mhval_{current}")
+    ratio = _num(db, f"real_mrent_{current}") / regional_median(db, f"real_mrent_{current}")
+    value = _num(db, f"real_mhval_{current}") / regional_median(db, f"real_mhval_{current}")
     ratio = ratio.fillna(value)
     code = np.select([ratio < AFFORD_LOW, ratio <= AFFORD_HIGH, ratio > AFFORD_HIGH], [1, 2, 3], 0)
     return pd.Series(code, index=db.index, dtype=int)
@@ -330,9 +330,9 @@ def classify(db: pd.DataFrame, *, current: str = "18", base: str = "00", past: s
     Sentinels (<= -1e8) and infinities are treated as missing tract values.
     Returns ``typology`` plus the intermediate flags.
     """
-    if past is not None and _year(past) >= _year(base) or _year(base) >= _year(current):
+    if past is not None and vintage_year(past) >= vintage_year(base) or vintage_year(base) >= vintage_year(current):
         raise ValueError(f"vintages must run past < base < current, got {past!r}, {base!r}, {current!r}")
-    if rent_from is not None and not _year(base) <= _year(rent_from) < _year(current):
+    if rent_from is not None and not vintage_year(base) <= vintage_year(rent_from) < vintage_year(current):
         # A rent change must end at current; one starting after it is meaningless.
         raise ValueError(f"rent_from={rent_from!r} must lie in [base, current); pass None if unavailable")
     idx = db.index
