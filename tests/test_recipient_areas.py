@@ -54,3 +54,12 @@ def test_config_check_refuses_a_recipient_area_typo_with_exit_code_2(tmp_path: P
     assert result.exit_code == 2, result.output
     assert "follows 'Seatle', which matches no tract" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_run_refuses_a_recipient_area_typo_before_any_stage_and_stores_nothing(tmp_path: Path) -> None:
+    settings = _typo_settings(tmp_path)
+    result = CliRunner().invoke(main, ["--config", str(settings.config_path), "run"])
+    assert result.exit_code == 2, result.output
+    assert "Seattle planners <planners@example.org> follows 'Seatle'" in result.output
+    assert not list((tmp_path / "models").glob("*/model.txt"))
+    assert not (tmp_path / "outbox").exists() or not list((tmp_path / "outbox").iterdir())

@@ -51,10 +51,12 @@ def config() -> None:
 @handles_errors
 def config_check(ctx: click.Context) -> None:
     """Validate the configuration and print the effective settings."""
-    from risk.alerts.recipients import load_recipients
+    from risk.alerts.recipients import check_recipients, load_recipients
+    from risk.sources import read_tracts
 
     settings = settings_of(ctx)
-    load_recipients(settings.alerts)  # a recipients CSV row that is not an address is refused here, by line
+    recipients = load_recipients(settings.alerts)  # a recipients CSV row that is not an address is refused here
+    check_recipients(settings, recipients, read_tracts(settings))  # an area matching no tract would mute someone
     out.print(f"# {settings.config_path}: valid", highlight=False)
     click.echo(effective_config(settings))
 

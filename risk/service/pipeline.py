@@ -25,6 +25,8 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from risk.alerts.digests import RunOutputs, compose
+from risk.alerts.recipients import check_recipients, load_recipients
+from risk.core import clock
 from risk.core.crashpoints import checkpoint
 from risk.core.errors import StoppedError
 from risk.core.files import atomic_path
@@ -102,7 +104,7 @@ def default_as_of(sources: Sources, required: set[str], today: date | None = Non
 
     Optional sources do not hold the date back: when they go stale they are
     dropped from the run's features and reported in its data notes."""
-    limits = [pd.Timestamp(today or date.today())]
+    limits = [pd.Timestamp(today or clock.today())]
     for family in dated():
         frame = sources.table(family.name)
         if family.series and family.name in required and frame is not None and not frame.empty:
@@ -226,6 +228,7 @@ def _previous_coverage(engine: Engine) -> dict[str, int] | None:
 def run(settings: Settings, as_of: date | None = None, today: date | None = None, *,
         stop: threading.Event | None = None, on_stage: Callable[[str], None] | None = None) -> RunResult:
     """One weekly cycle, under the database's run lock, recorded in the run history."""
+    today = today or clock.today()  # read once: every stage of this run sees the same date
     # a damaged SQLite file is refused before any stage, rather than failing half-way once scores are made
     engine = engine_for(settings.paths.database, settings.paths.database_busy_timeout_s, quick_check=True)
     with RunLock(engine, settings.schedule.lock_stale_s) as lock:
@@ -233,7 +236,7 @@ def run(settings: Settings, as_of: date | None = None, today: date | None = None
         requeue_interrupted(engine)
         stage = _Stages(engine, lock, stop, on_stage)
         hashes: dict[str, str] = {}
-        run_id = begin_run(engine, as_of or today or date.today(), settings.model.outcome, lock.owner, hashes)
+        run_id = begin_run(engine, as_of or today, settings.model.outcome, lock.owner, hashes)
         stage.run_id = run_id
         try:
             result = _cycle(settings, engine, run_id, stage, as_of, today, stop)
@@ -250,18 +253,20 @@ def run(settings: Settings, as_of: date | None = None, today: date | None = None
 
 
 def _cycle(settings: Settings, engine: Engine, run_id: int, stage: _Stages, as_of: date | None,
-           today: date | None, stop: threading.Event | None) -> RunResult:
+           today: date, stop: threading.Event | None) -> RunResult:
     with stage("validate"):
         sources = load_sources(settings, today, reuse=True)
+        # before any work: a recipient following an area that matches no tract would be muted silently
+        check_recipients(settings, load_recipients(settings.alerts, []), sources.tracts)
         held_back = as_of is None
         as_of = as_of or default_as_of(sources, required_sources(settings), today)
         update_run(engine, run_id, as_of=as_of, data_hashes=sources.file_hashes)
     with stage("features"):
         features = engine_features(settings, sources, as_of)
         fresh = assess(settings, sources, features, as_of, _previous_coverage(engine))
-        if held_back and as_of < (today or date.today()):
+        if held_back and as_of < today:
             needed = ", ".join(sorted(required_sources(settings)))
-            fresh.notes.append(f"as of {as_of}, not today ({today or date.today()}): the required source(s) "
+            fresh.notes.append(f"as of {as_of}, not today ({today}): the required source(s) "
                                f"{needed} have nothing fresh after it; until they do, every run sees this same "
                                "week and sends no new e-mail")
         path = write_features(features, features_path(settings, as_of))

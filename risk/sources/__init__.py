@@ -19,6 +19,7 @@ from typing import Any
 import geopandas as gpd
 import pandas as pd
 
+from risk.core import clock
 from risk.core.errors import DataValidationError, Problem
 from risk.core.files import EntryStore
 from risk.core.settings import Settings
@@ -137,6 +138,17 @@ def data_key(settings: Settings, path: Path | str) -> str:
     return path.relative_to(base).as_posix() if path.is_relative_to(base) else path.as_posix()
 
 
+def read_tracts(settings: Settings) -> gpd.GeoDataFrame:
+    """The configured tracts alone (boundaries), for checks that need no other family; refused as data errors
+    naming file and problem when the boundaries cannot be read."""
+    s = settings.sources
+    log = ProblemLog(BOUNDARIES.name, limits=ReadLimits(max_file_mb=s.max_file_mb, max_field_chars=s.max_field_chars))
+    tracts = BOUNDARIES.load(Context(s.boundaries, settings.region, None, s.encoding, log, None))
+    if tracts is None:
+        raise DataValidationError(log.items)
+    return tracts
+
+
 def collect(settings: Settings, today: date | None = None, store: EntryStore | None = None
             ) -> tuple[Sources | None, list[Problem]]:
     """Load every family, returning the sources (None if boundaries failed) and all problems.
@@ -161,7 +173,7 @@ def collect(settings: Settings, today: date | None = None, store: EntryStore | N
         base = {"region": region.model_dump(mode="json"), "encoding": enc, "boundaries": hashes[str(s.boundaries.path)],
                 "boundary_settings": s.boundaries.model_dump(mode="json"),
                 "limits": [limits.max_file_mb, limits.max_field_chars]}  # a lower limit must check the files again
-        stored = StoredFamilies(store, base, hashes, today or date.today())
+        stored = StoredFamilies(store, base, hashes, today or clock.today())
 
     filled: dict[str, list[Any]] = {}
     for family in registry:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from risk.core import clock
 from risk.core.errors import Problem
 from risk.sources._bounded import (
     ReadLimits,
@@ -277,7 +278,7 @@ def to_date(table: Table, column: str, log: ProblemLog, *, today: date | None = 
     assert best is not None
     bad = (present & best.isna()).to_numpy()
     log.rows(table, bad, column, lambda i: f"'{text.iloc[i]}' is not a date")
-    limit = pd.Timestamp(today or date.today())
+    limit = pd.Timestamp(today or clock.today())
     log.dated(best.max())
     future = (best > limit).fillna(False).to_numpy(dtype=bool)
     log.rows(table, future, column, lambda i: f"date {best.iloc[i]:%Y-%m-%d} is in the future")

@@ -15,6 +15,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from risk.core import clock
 from risk.core.settings import EvictionsSource, RegionSettings
 from risk.sources._tables import (
     ProblemLog,
@@ -61,7 +62,7 @@ def load_evictions(cfg: EvictionsSource, region: RegionSettings, known: pd.Index
         return None
     geoids = check_geoids(table, "GEOID", log)
     year = to_number(table, "year", log)
-    this_year = (today or date.today()).year
+    this_year = (today or clock.today()).year
     if 1678 <= year.max() < 2262:  # a year past this one is in the future from its 1 January (NaN: no year)
         log.dated(pd.Timestamp(year=int(np.floor(year.max())), month=1, day=1))
     check_range(table, year, "year", log, low=1980, high=this_year, what="year")

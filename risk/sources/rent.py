@@ -14,6 +14,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from risk.core import clock
 from risk.core.settings import RegionSettings, RentSource
 from risk.sources._tables import (
     ProblemLog,
@@ -83,7 +84,7 @@ def _wide_zip(path, encoding: str, log: ProblemLog, today: date | None) -> pd.Da
     if not date_columns:
         log.add(path, "no month columns (YYYY-MM-DD) in the header", line=1)
         return None
-    limit = pd.Timestamp(today or date.today())
+    limit = pd.Timestamp(today or clock.today())
     log.dated(max(pd.Timestamp(c) for c in date_columns))
     for c in date_columns:
         if pd.Timestamp(c) > limit:

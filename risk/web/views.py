@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
+from risk.core import clock
 from risk.core.errors import AccountError, UnknownTract
 from risk.web import accounts, pictures
 from risk.web.accounts import User
@@ -138,7 +139,7 @@ def _tract_page(request: Request, view: RunView, geoid: str, user: User, status:
     except UnknownTract as e:
         raise NotFound(str(e)) from e
     history = data.history(geoid)
-    today = date.today()
+    today = clock.today()
     return state.pages.render(
         request, "tract.html.j2", status=status, run=view.run, tract=tract, history=history,
         chart=history_chart(history), drivers=data.drivers(view, geoid), indicators=data.indicators(view, geoid),
@@ -171,7 +172,7 @@ def _follow_up(text: str) -> date | None:
         value = date.fromisoformat(text)
     except ValueError as e:
         raise BadInput("follow_up", "must be a date written YYYY-MM-DD") from e
-    today = date.today()
+    today = clock.today()
     if not today <= value <= today + timedelta(days=366 * MAX_FOLLOW_UP_YEARS):
         raise BadInput("follow_up", f"must be between today and {MAX_FOLLOW_UP_YEARS} years from now")
     return value
