@@ -47,6 +47,12 @@ def _reported() -> list[Family[Any]]:
     return sorted(dated(), key=lambda family: not family.series)
 
 
+def _newest_by(frame: pd.DataFrame, column: str, as_of: date) -> pd.Timestamp | None:
+    """The newest date in ``column`` on or before ``as_of``; None when nothing was known by then."""
+    known = frame.loc[frame[column] <= pd.Timestamp(as_of), column]
+    return None if known.empty else known.max()
+
+
 def _series_note(family: str, frame: pd.DataFrame | None, column: str, as_of: date,
                  max_age: pd.Timedelta, covered: int | None) -> str | None:
     """Why a time series gives no features at ``as_of`` (``covered``: the tracts it gave features for, None
@@ -54,11 +60,11 @@ def _series_note(family: str, frame: pd.DataFrame | None, column: str, as_of: da
     name = family.replace("_", " ")
     if frame is None:
         return f"{name}: not configured; its features are missing for every tract"
-    known = frame.loc[frame[column] <= pd.Timestamp(as_of), column]
-    if known.empty:
+    known = _newest_by(frame, column, as_of)
+    if known is None:
         return f"{name}: no records known by {as_of}; its features are missing for every tract"
-    newest = known.max().date()
-    if pd.Timestamp(as_of) - known.max() > max_age:
+    newest = known.date()
+    if pd.Timestamp(as_of) - known > max_age:
         return (f"{name}: stale, newest record {newest} is more than {max_age.days} days before {as_of}; "
                 "dropped from this run's features (read these scores with care: the model takes missing "
                 "values it never saw in training as zero)")
@@ -72,10 +78,10 @@ def _release_note(family: str, frame: pd.DataFrame | None, column: str, as_of: d
     """Why a family of releases (demographic vintages) is stale at ``as_of``, or None; it stays in use."""
     if frame is None:
         return f"{family}: not configured"
-    released = frame.loc[frame[column] <= pd.Timestamp(as_of), column]
-    if released.empty:
+    released = _newest_by(frame, column, as_of)
+    if released is None:
         return f"{family}: no vintage released by {as_of}"
-    newest = released.max().date()
+    newest = released.date()
     if (as_of - newest).days > max_age_days:
         return (f"{family}: stale, newest vintage released {newest}, more than {max_age_days} days before "
                 f"{as_of}; still used (no other source of these features)")

@@ -80,12 +80,12 @@ class RunView:
     @property
     def run_id(self) -> int:
         """The run's id."""
-        return int(self.run["id"])
+        return self.stored.run_id
 
     @property
     def as_of(self) -> date:
         """The run's as-of date."""
-        return self.run["as_of"]
+        return self.stored.as_of
 
     def model(self) -> TrainedModel:
         """The run's model, loaded on first use."""
