@@ -219,7 +219,7 @@ def _measure(case: str, years: int, data: Path, first_only: bool) -> dict[str, d
     if as_of is None and not first_only:  # the newest date the data supports is the last week's; start before it
         from risk.core.settings import load_settings
         from risk.service.freshness import required_sources
-        from risk.service.pipeline import default_as_of
+        from risk.service.freshness import default_as_of
         from risk.sources import load_sources
 
         settings = load_settings(config)

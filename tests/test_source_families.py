@@ -21,7 +21,7 @@ from risk.core.settings import Settings, load_settings
 from risk.features.build import build_features
 from risk.model.cache import WorkCache
 from risk.service.freshness import assess, required_sources
-from risk.service.pipeline import default_as_of
+from risk.service.freshness import default_as_of
 from risk.sources import Sources, input_files, load_sources
 from risk.sources._tables import (
     check_geoids,

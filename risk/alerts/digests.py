@@ -57,6 +57,20 @@ def _waterfalls(model: TrainedModel, features: pd.DataFrame, geoids: set[str], p
             pictures.waterfalls[g] = path.read_bytes()
 
 
+def _regions_of(tracts: gpd.GeoDataFrame, follows: set[str]) -> list[str]:
+    """The regions a recipient's tracts lie in (the project's one region when it has one)."""
+    if "region" not in tracts.columns:
+        return []
+    return sorted(set(tracts.loc[tracts.index.isin(list(follows)), "region"].astype(str)))
+
+
+def _notes_for(notes: list[str], regions: list[str], settings: Settings) -> list[str]:
+    """The run's data notes a recipient needs: those of no region in particular and those of their regions."""
+    others = [r.region.name for r in settings.regional() if r.region.name not in regions] if settings.multi_region \
+        else []
+    return [n for n in notes if not any(n.startswith(f"{o}: ") for o in others)]
+
+
 def compose(settings: Settings, tracts: gpd.GeoDataFrame, run: RunOutputs, pictures: Pictures | None = None,
             problems: list[str] | None = None) -> tuple[list[Alert], list[Outgoing]]:
     """This week's alerts and every message they lead to (not yet queued); a recipient whose message cannot be
@@ -84,8 +98,9 @@ def compose(settings: Settings, tracts: gpd.GeoDataFrame, run: RunOutputs, pictu
         if chosen and area_key not in pictures.maps:
             pictures.maps[area_key] = area_map(tracts, set(follows), {a.geoid: a.tier for a in alerts})
         rows = tract_rows(chosen, names, sentences, settings.delivery.base_url, {g: f"drivers-{g}" for g in top})
+        mine = _regions_of(tracts, follows)
         return render_body(settings, kind, run.as_of, rows, areas_, pictures.maps.get(area_key) if chosen else None,
-                           pictures.waterfalls, run.notes)
+                           pictures.waterfalls, _notes_for(run.notes, mine, settings), region=" and ".join(mine))
 
     for person in recipients:
         if person.areas not in follows_of:

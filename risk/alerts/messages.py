@@ -273,20 +273,22 @@ def _slots(template: jinja2.Template, context: dict[str, Any]) -> _Slotted | Non
 
 
 def render_body(settings: Settings, kind: str, as_of: date, rows: list[TractRow], areas: tuple[str, ...],
-                map_png: bytes | None, waterfalls: dict[str, bytes], notes: list[str]) -> Body:
-    """Render the templates and pick the pictures once for everyone who follows ``areas``."""
+                map_png: bytes | None, waterfalls: dict[str, bytes], notes: list[str], region: str = "") -> Body:
+    """Render the templates and pick the pictures once for everyone who follows ``areas`` (in ``region``: the
+    regions their tracts lie in; default the configured region)."""
     env = environment(settings.alerts.templates)
+    region = region or settings.region.name
     credits = attribution(settings)
     context = {"kind": kind, "as_of": as_of.isoformat(), "rows": rows,
-               "region": settings.region.name, "has_map": map_png is not None, "notes": notes,
+               "region": region, "has_map": map_png is not None, "notes": notes,
                "attribution": credits, "attribution_text": [_wrap(a, "  ") for a in credits],
                "base_url": settings.delivery.base_url.rstrip("/"), "areas": ", ".join(areas)}
     text = env.get_template(f"email/{kind}.txt.j2")
     html = env.get_template(f"email/{kind}.html.j2")
     n = len(rows)
-    subject = (f"{settings.region.name}: {n} tract{'s' if n != 1 else ''} flagged for displacement risk, "
+    subject = (f"{region}: {n} tract{'s' if n != 1 else ''} flagged for displacement risk, "
                f"week of {as_of.isoformat()}" if n else
-               f"{settings.region.name}: no new displacement-risk alerts, week of {as_of.isoformat()}")
+               f"{region}: no new displacement-risk alerts, week of {as_of.isoformat()}")
     if kind == "immediate":
         subject = f"High displacement risk: {', '.join(r.name for r in rows[:3])}"
     images = [(map_png, "map", "map.png")] if map_png is not None else []

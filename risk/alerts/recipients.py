@@ -40,9 +40,12 @@ def load_recipients(cfg: AlertSettings, skipped: list[str] | None = None) -> lis
 
 
 def named_areas(cfg: AlertSettings, tracts: gpd.GeoDataFrame) -> dict[str, set[str]]:
-    """Tracts of each named area: those whose interior point lies inside it."""
+    """Tracts of each named area: those whose interior point lies inside it; with several regions, each region
+    is an area too (by its name)."""
+    regions = ({str(n): set(g.index) for n, g in tracts.groupby("region")}
+               if "region" in tracts.columns and tracts["region"].nunique() > 1 else {})
     if cfg.areas_file is None:
-        return {}
+        return regions
     areas = gpd.read_file(cfg.areas_file).to_crs(tracts.crs)
     if cfg.areas_name_field not in areas.columns:
         raise ConfigError(str(cfg.areas_file), [ConfigIssue(
@@ -50,7 +53,8 @@ def named_areas(cfg: AlertSettings, tracts: gpd.GeoDataFrame) -> dict[str, set[s
     points = gpd.GeoDataFrame(geometry=tracts.geometry.representative_point(), index=tracts.index, crs=tracts.crs)
     joined = gpd.sjoin(points.reset_index(names="geoid"), areas[[cfg.areas_name_field, "geometry"]],
                        predicate="within")
-    return {str(n): set(g["geoid"]) for n, g in joined.groupby(cfg.areas_name_field)}
+    # the named areas first: a tract's name shows the first area it lies in ("Seattle" before its region)
+    return {str(n): set(g["geoid"]) for n, g in joined.groupby(cfg.areas_name_field)} | regions
 
 
 def recipient_tracts(recipient: Recipient, tracts: pd.Index, areas: dict[str, set[str]]) -> set[str]:

@@ -90,9 +90,11 @@ def validate(ctx: click.Context, as_json: bool) -> None:
 
 
 def _print_report(report: Any) -> None:
-    table = Table("family", "rows", "tracts", "first", "last", title="Sources")
+    several = len({f.region for f in report.families}) > 1
+    table = Table(*(["region"] if several else []), "family", "rows", "tracts", "first", "last", title="Sources")
     for f in report.families:
-        table.add_row(f.family, str(f.rows), str(f.tracts), f.first or "", f.last or "")
+        table.add_row(*([f.region] if several else []), f.family, str(f.rows), str(f.tracts), f.first or "",
+                      f.last or "")
     if report.families:
         out.print(table)
     for p in report.warnings:
@@ -175,16 +177,12 @@ def labels(ctx: click.Context, outcome: str | None, as_json: bool) -> None:
 @handles_errors
 def backtest(ctx: click.Context, outcome: str | None, as_json: bool) -> None:
     """Rolling-origin backtest of LightGBM against the baselines; writes a report with plots."""
-    from risk.model.backtest import run_backtest
-    from risk.model.cache import work_cache
     from risk.model.report import write_report
-    from risk.sources import load_sources
+    from risk.service.regions import backtest as run_backtest
 
     settings = settings_of(ctx)
     with err.status("loading sources") as status:
-        sources = load_sources(settings)
-        cache = work_cache(settings, sources)
-        result = run_backtest(settings, sources, outcome, progress=lambda m: status.update(m), cache=cache)
+        result = run_backtest(settings, outcome, progress=lambda m: status.update(m))
         status.update("writing the report")
         folder = write_report(result, settings.paths.reports)
     if as_json:

@@ -20,13 +20,16 @@ from risk.cli.common import handles_errors, out
 @click.option("--start-year", type=int, default=2000, show_default=True, help="First year of the series.")
 @click.option("--geometry", type=click.Choice(["geojson", "gpkg"]), default="geojson", show_default=True,
               help="Tract boundaries as GeoJSON or GeoPackage.")
+@click.option("--regions", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Split the counties into this many regions in config.yaml (one set of files for all).")
 @handles_errors
-def synth(tracts: int, years: int, out_dir: Path, seed: int, start_year: int, geometry: str) -> None:
+def synth(tracts: int, years: int, out_dir: Path, seed: int, start_year: int, geometry: str, regions: int) -> None:
     """Write a synthetic world whose eviction surges follow known drivers (README.md in the folder lists them)."""
     from risk.sources.synth import write_world
 
     started = time.perf_counter()
-    files = write_world(out_dir, tracts, years, seed=seed, start_year=start_year, geometry=geometry)
+    files = write_world(out_dir, tracts, years, seed=seed, start_year=start_year, geometry=geometry,
+                        regions=regions)
     size = sum(p.stat().st_size for p in files.values()) / 1e6
     out.print(f"wrote {len(files)} files ({size:,.1f} MB) to {out_dir} in {time.perf_counter() - started:.1f} s; "
               f"try: risk --config {files['config']} validate", highlight=False)

@@ -116,9 +116,11 @@ class PathsSettings(_Section):
 
 
 class BoundariesSource(_Section):
-    """Tract boundaries (GeoJSON or GeoPackage); they define the set of tracts."""
+    """Tract boundaries (GeoJSON, GeoPackage or shapefile); they define the set of tracts. A statewide file, such
+    as a Census cartographic-boundary shapefile, is cut to `region.county_fips`; any declared CRS is converted."""
 
-    path: InputPath = Field(description="GeoJSON (.geojson/.json) or GeoPackage (.gpkg) file.")
+    path: InputPath = Field(description="GeoJSON (.geojson/.json), GeoPackage (.gpkg) or shapefile (.shp, with its "
+                            ".shx, .dbf and .prj beside it, as unzipped from the Census's cb_2018_53_tract_500k.zip).")
     layer: str | None = Field(None, description="Layer name inside a GeoPackage (default: the first).")
     geoid_column: str = Field("GEOID", description="Column holding the 11-digit tract GEOID.")
     name_column: str | None = Field("NAME", description="Column with a short tract name, if any.")
@@ -150,13 +152,16 @@ class CensusTable(_Section):
 
 
 class DemographicsSource(_Section):
-    """Demographic vintages: the UDP tract database and/or raw Census/ACS tables."""
+    """Demographic vintages: the UDP tract database (or UDP's typology output) and/or raw Census/ACS tables."""
 
-    format: Literal["udp_database", "census_tables"] = Field(
-        "udp_database", description="`udp_database` (one wide file, per-vintage suffixes) or `census_tables`."
+    format: Literal["udp_database", "udp_typology_output", "census_tables"] = Field(
+        "udp_database", description="`udp_database` (one wide file, per-vintage suffixes), `udp_typology_output` "
+        "(UDP's `<Metro>_typology_output.csv`: the database's columns plus the typology's flags, read the same way) "
+        "or `census_tables`."
     )
-    path: InputPath | None = Field(None, description="The UDP database CSV (format udp_database).")
-    vintages: tuple[Vintage, ...] = Field((), description="Vintages present in the UDP database.")
+    path: InputPath | None = Field(None, description="The UDP database or typology-output CSV (formats udp_database, "
+                                   "udp_typology_output).")
+    vintages: tuple[Vintage, ...] = Field((), description="Vintages present in the UDP file.")
     tables: tuple[CensusTable, ...] = Field((), description="Raw tables (format census_tables).")
     max_age_days: int = Field(
         2557, ge=1, description="The newest vintage released longer ago than this is reported as stale (about "
@@ -165,8 +170,8 @@ class DemographicsSource(_Section):
 
     @model_validator(mode="after")
     def _format_needs(self) -> DemographicsSource:
-        if self.format == "udp_database" and (self.path is None or not self.vintages):
-            raise ValueError("format udp_database needs `path` and at least one entry in `vintages`")
+        if self.format in ("udp_database", "udp_typology_output") and (self.path is None or not self.vintages):
+            raise ValueError(f"format {self.format} needs `path` and at least one entry in `vintages`")
         if self.format == "census_tables" and not self.tables:
             raise ValueError("format census_tables needs at least one entry in `tables`")
         return self
@@ -283,7 +288,9 @@ class SourcesSettings(_Section):
     """Input files, one entry per family."""
 
     boundaries: BoundariesSource
-    demographics: DemographicsSource
+    demographics: DemographicsSource | None = Field(
+        None, description="Census/ACS vintages; without them, demographic features are missing (and so is the "
+        "low_income_loss outcome), though an Eviction Lab file still brings its own demographic columns.")
     evictions: EvictionsSource | None = None
     rent: RentSource = RentSource()
     permits: PermitsSource | None = None
@@ -594,12 +601,26 @@ class WebSettings(_Section):
         return v
 
 
+class RegionEntry(RegionSettings):
+    """One region of a project that covers several: its counties and its own source files.
+
+    Features compare a tract with its own region, labels follow each region's own trend, and one model per
+    outcome is trained over every region's labelled rows."""
+
+    name: str = Field(description="Name of the region, shown in reports, e-mails and pages; unique.")
+    sources: SourcesSettings = Field(description="This region's input files, one entry per family (as `sources`).")
+
+
 class Settings(_Section):
     """The whole configuration."""
 
     region: RegionSettings = RegionSettings()
     paths: PathsSettings = PathsSettings()
-    sources: SourcesSettings
+    sources: SourcesSettings = Field(None, validate_default=False,  # type: ignore[assignment]
+                                     description="Input files of the one region (leave out when `regions` is given).")
+    regions: tuple[RegionEntry, ...] = Field(
+        (), description="Several regions, each with `name`, `county_fips`, `ignore_geoids` and its own `sources`; "
+        "leave `region` and `sources` out then. One region (the default) needs neither.")
     features: FeatureSettings = FeatureSettings()
     model: ModelSettings = ModelSettings()
     delivery: DeliverySettings = DeliverySettings()
@@ -616,6 +637,44 @@ class Settings(_Section):
     def base_dir(self) -> Path:
         """The folder relative paths are resolved against."""
         return self.config_path.parent
+
+    @model_validator(mode="after")
+    def _one_or_several(self) -> Settings:
+        if not self.regions:
+            if self.sources is None:
+                raise ValueError("`sources` is required (or `regions`, each with its own sources)")
+            return self
+        if self.sources is not None:
+            raise ValueError("give `sources` inside each entry of `regions`, not at the top level as well")
+        names = [r.name for r in self.regions]
+        if len(set(names)) < len(names):
+            raise ValueError(f"region names must be unique, got {names}")
+        seen: dict[str, str] = {}
+        for r in self.regions:
+            for fips in r.county_fips:
+                if fips in seen:
+                    raise ValueError(f"county {fips} is in two regions ({seen[fips]!r} and {r.name!r}): "
+                                     "a tract belongs to one region")
+                seen[fips] = r.name
+        # the first region stands in wherever one region's settings are read (the single-region code paths)
+        return self.model_copy(update={"sources": self.regions[0].sources, "region": _plain(self.regions[0])})
+
+    @property
+    def multi_region(self) -> bool:
+        """Whether the project lists several regions."""
+        return len(self.regions) > 1
+
+    def regional(self) -> tuple[Settings, ...]:
+        """One settings tree per region, each with that region's ``region`` and ``sources`` (the project itself
+        when it has one region)."""
+        if not self.regions:
+            return (self,)
+        return tuple(self.model_copy(update={"region": _plain(r), "sources": r.sources, "regions": ()})
+                     for r in self.regions)
+
+
+def _plain(entry: RegionEntry) -> RegionSettings:
+    return RegionSettings(name=entry.name, county_fips=entry.county_fips, ignore_geoids=entry.ignore_geoids)
 
 
 def _line_index(text: str) -> dict[tuple[str, ...], int]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pandas as pd
@@ -38,12 +38,21 @@ from risk.model.metrics import (
     per_origin,
 )
 from risk.outcomes.base import Origin, Outcome
+from risk.outcomes.exclusions import apply_exclusions
 from risk.outcomes.labels import OriginCounts, label_view, null_check, origin_null_rate
 from risk.outcomes.registry import outcome_for, outcome_spec
 from risk.sources import Sources
 
 if TYPE_CHECKING:
     from risk.model.cache import WorkCache
+
+
+class Regional(Protocol):
+    """What a backtest over several regions adds (:class:`risk.model.pooled.PooledExtras`)."""
+
+    def to_json(self) -> dict[str, object]:
+        """Its keys of `risk backtest --json`: ``regions``, ``leave_one_region_out``, ``model_choice``."""
+        ...
 
 log = logging.getLogger(__name__)
 MODELS = ("lightgbm", *BASELINES)
@@ -61,6 +70,8 @@ class OriginData:
     """The work-cache key of this origin's features and labels (empty without a cache)."""
     label_key: str = ""
     """The work-cache key of its labels alone (what its null worlds read)."""
+    excluded: list[str] = field(default_factory=list)
+    """Why labels of this origin were left out (data the quality checks found broken)."""
 
 
 def build_panel(outcome: Outcome, sources: Sources, settings: Settings, progress: Progress | None = None,
@@ -82,8 +93,13 @@ def build_panel(outcome: Outcome, sources: Sources, settings: Settings, progress
         feature_parts = ("features", origin.as_of, cache.known(origin.as_of)) if cache else None
         X, feature_key = _cached(cache, feature_parts,
                                  lambda: build_features(sources, origin.as_of, settings.features)[names])  # noqa: B023
+        labels, excluded = apply_exclusions(outcome, sources, origin, labels, sources.exclusions)
+        if labels.empty:
+            log.info("%s origin %s: every label left out (%s)", outcome.name, origin.year, "; ".join(excluded))
         key = f"{feature_key}/{label_key}" if cache else ""
-        panel.append(OriginData(origin, X.loc[labels.index], labels, key, label_key))
+        if excluded and cache:  # the same cached labels, fewer of them: the fits and predictions differ
+            key = f"{key}/{cache.key('excluded', excluded)}"
+        panel.append(OriginData(origin, X.loc[labels.index], labels, key, label_key, excluded))
     return panel
 
 
@@ -103,7 +119,7 @@ def _cached(cache: WorkCache | None, parts: tuple | None, compute: Callable[[], 
 
 def closed_before(panel: list[OriginData], test: Origin) -> list[OriginData]:
     """Training origins: outcome window closed on or before the test origin's as-of date."""
-    return [d for d in panel if d.origin.closes <= test.as_of]
+    return [d for d in panel if d.origin.closes <= test.as_of and len(d.labels)]
 
 
 @dataclass
@@ -130,6 +146,16 @@ class Backtest:
     schemes: dict[int, str] = field(default_factory=dict)
     train_origins: dict[int, list[int]] = field(default_factory=dict)
     panel: list[OriginData] = field(default_factory=list, repr=False)
+    udp_ratio: dict[str, object] = field(default_factory=lambda: {"ratio": None, "ci95": None})
+    """LightGBM's PR-AUC over the UDP typology ranking's (what planners use today), with its interval."""
+    region: str = ""
+    excluded_labels: list[str] = field(default_factory=list)
+    """Why labels were left out: data the quality checks found broken (region, county, years or vintage)."""
+    features: list[str] = field(default_factory=list)
+    """The model columns LightGBM was judged with (and the production model is trained on); empty: every
+    comparable feature."""
+    pooled: Regional | None = None
+    """Several regions: each region's figures, leave-one-region-out and the model choice."""
 
     def to_json(self) -> dict[str, object]:
         """The contract of `risk backtest --json`."""
@@ -142,11 +168,23 @@ class Backtest:
                     "brier": None if x.get("brier") is None or np.isnan(x["brier"]) else x["brier"],
                     "pr_auc_ci95": list(self.pr_auc_ci.get(name, (float("nan"),) * 2))}
 
-        return {"outcome": self.outcome, "origins": self.test_origins,
-                "n_tracts": int(self.preds["geoid"].nunique()), "n_positive": int(self.preds["y"].sum()),
-                "null_positive_rate": self.null_rate, "models": {k: m(k) for k in MODELS},
-                "lightgbm_vs_best_baseline": {"baseline": self.best_baseline, "ratio": self.ratio,
-                                              "ci95": list(self.ratio_ci)}}
+        vs_best = {"baseline": self.best_baseline, "ratio": self.ratio, "ci95": list(self.ratio_ci)}
+        out: dict[str, object] = {
+            "outcome": self.outcome, "origins": self.test_origins,
+            "n_tracts": int(self.preds["geoid"].nunique()), "n_positive": int(self.preds["y"].sum()),
+            "null_positive_rate": self.null_rate, "models": {k: m(k) for k in MODELS},
+            "lightgbm_vs_best_baseline": vs_best, "lightgbm_vs_udp_typology": self.udp_ratio,
+            "null_check": {"observed": self.observed_rate, "null": self.null_rate, "passes": self.null_ok}}
+        if self.pooled is None:
+            out["regions"] = {self.region: {
+                "n_tracts": out["n_tracts"], "n_positive": out["n_positive"], "null_check": out["null_check"],
+                "models": out["models"], "lightgbm_vs_best_baseline": vs_best,
+                "lightgbm_vs_udp_typology": self.udp_ratio}}
+            out["leave_one_region_out"] = None
+            out["leave_one_region_out_note"] = "one region: there is no other region to train on"
+            return out
+        out.update(self.pooled.to_json())
+        return out
 
 
 def _rank_scores(fn, sources: Sources, data: OriginData) -> pd.Series | None:
@@ -216,10 +254,12 @@ def run_backtest(settings: Settings, sources: Sources, outcome_name: str | None 
     features = model_feature_names(settings.features.spatial_lags)  # both learners see the same, comparable columns
     panel = build_panel(outcome, sources, settings, progress, cache)
     minimum = outcome_spec(name).min_train_origins(settings)
-    tests = [d for d in panel if len(closed_before(panel, d.origin)) >= minimum]
+    tests = [d for d in panel if len(d.labels) and len(closed_before(panel, d.origin)) >= minimum]
     if not tests:
+        left_out = "; ".join(dict.fromkeys(r for d in panel for r in d.excluded))
         raise BacktestError(f"{name}: no origin has {minimum} closed training origin(s) before it "
-                            f"(origins: {[d.origin.year for d in panel]})")
+                            f"(origins: {[d.origin.year for d in panel if len(d.labels)]}"
+                            + (f"; left out: {left_out})" if left_out else ")"))
     # a training origin's baseline scores are needed again by every later test origin: compute each once
     ranks = {name: _per_origin(fn) for name, fn in rank_functions(outcome).items()}
     parts, schemes, used = [], {}, {}
@@ -237,6 +277,7 @@ def run_backtest(settings: Settings, sources: Sources, outcome_name: str | None 
     result = _summarise(outcome, name, settings, sources, panel, tests, preds, schemes, features, cache)
     result.train_origins = used
     result.panel = panel
+    result.excluded_labels = list(dict.fromkeys(r for d in panel for r in d.excluded))
     if cache:
         log.info("work cache: %d entries reused, %d computed", cache.hits, cache.misses)
     return result
@@ -297,14 +338,21 @@ def _score_cached(preds: pd.DataFrame, usable: list[str], settings: Settings, na
 def _summarise(outcome: Outcome, name: str, settings: Settings, sources: Sources, panel: list[OriginData],
                tests: list[OriginData], preds: pd.DataFrame, schemes: dict[int, str], features: list[str],
                cache: WorkCache | None = None) -> Backtest:
-    unsupported = {m: _why_unsupported(m, outcome) for m in BASELINES if preds[m].isna().all()}
+    unsupported = {m: why_unsupported(m, outcome) for m in BASELINES if preds[m].isna().all()}
     usable = [m for m in MODELS if m not in unsupported]
     scores = _score_cached(preds, usable, settings, name, cache)
     counts = label_summary_for(outcome, sources, tests, settings, cache)
     observed, null, ok = null_check(counts, outcome_spec(name).null_ratio)
     train = [d.X[features] for d in panel if d.origin.closes <= tests[-1].origin.as_of]
     presence = sum(x.notna().sum() for x in train) / sum(len(x) for x in train)  # no copy of every row
+    udp = {"ratio": None, "ci95": None}
+    if "udp_typology" in scores.metrics and scores.metrics["udp_typology"].get("pr_auc"):
+        _, udp_ci = bootstrap(preds, ["lightgbm", "udp_typology"], settings.model.bootstrap, settings.model.seed,
+                              "lightgbm", "udp_typology")
+        udp = {"ratio": scores.metrics["lightgbm"]["pr_auc"] / scores.metrics["udp_typology"]["pr_auc"],
+               "ci95": list(udp_ci)}
     return Backtest(
+        udp_ratio=udp, region=settings.region.name,
         outcome=name, description=outcome.description, test_origins=[t.origin.year for t in tests], preds=preds,
         metrics=scores.metrics, pr_auc_ci=scores.cis, best_baseline=scores.best,
         ratio=scores.metrics["lightgbm"]["pr_auc"] / scores.metrics[scores.best]["pr_auc"], ratio_ci=scores.ratio_ci,
@@ -346,11 +394,12 @@ def label_summary_for(outcome: Outcome, sources: Sources, tests: list[OriginData
     return rows
 
 
-def _why_unsupported(model: str, outcome: Outcome) -> str:
+def why_unsupported(model: str, outcome: Outcome) -> str:
     reasons = {
         "persistence": f"{outcome.name} has no earlier value of its own measure at the test origins",
         "mean_reversion": f"{outcome.name} has no long-run history of its measure at the test origins",
         "udp_typology": "the typology cannot be computed from the configured demographic vintages",
+        "low_income_share": "no demographic vintage with a low-income share was published by the test origins",
         "logistic": "no usable feature",
     }
     return reasons.get(model, "not available")

@@ -13,6 +13,7 @@ so that their Brier scores are comparable.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,7 @@ from risk.model.gbm import Calibrator
 from risk.outcomes.base import Origin, Outcome
 from risk.sources import Sources
 
-RANK_BASELINES = ("mean_reversion", "persistence", "udp_typology")
+RANK_BASELINES = ("mean_reversion", "persistence", "udp_typology", "low_income_share")
 BASELINES = ("logistic", *RANK_BASELINES)
 
 RankFn = Callable[[Sources, Origin], "pd.Series | None"]
@@ -41,7 +42,19 @@ def rank_functions(outcome: Outcome) -> dict[str, RankFn]:
         "mean_reversion": outcome.mean_reversion,
         "persistence": outcome.persistence,
         "udp_typology": lambda sources, origin: typology_scores(sources, origin.as_of),
+        "low_income_share": lambda sources, origin: low_income_share(sources, origin.as_of),
     }
+
+
+def low_income_share(sources: Sources, as_of: date) -> pd.Series | None:
+    """The tract's low-income household share in the newest vintage published by ``as_of`` (a higher share ranks
+    higher): the level planners read off a map, and the UDP's own screen for vulnerable tracts."""
+    d = sources.demographics
+    rows = d[(d["measure"] == "low_income_share") & (d["released"] <= pd.Timestamp(as_of))]
+    if rows.empty:
+        return None
+    newest = rows[rows["released"] == rows["released"].max()]
+    return newest.drop_duplicates("geoid", keep="last").set_index("geoid")["value"].astype("float64")
 
 
 def calibrate_rank(train_scores: pd.Series, train_y: pd.Series) -> Calibrator | None:

@@ -6,7 +6,9 @@ import contextlib
 import hashlib
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -18,11 +20,12 @@ from risk.core.errors import OutputError  # noqa: E402
 from risk.core.files import code_hash, frame_hash  # noqa: E402
 from risk.core.templating import environment  # noqa: E402
 from risk.model.backtest import MODELS, Backtest  # noqa: E402
+from risk.model.pooled import CHOICE_RULE, PooledExtras  # noqa: E402
 
 KEY_FILE = ".content-key"
 """What the report was written from (its text, predictions and code)."""
 LABELS = {"lightgbm": "LightGBM", "logistic": "Logistic regression", "mean_reversion": "Mean reversion",
-          "persistence": "Persistence", "udp_typology": "UDP typology"}
+          "persistence": "Persistence", "udp_typology": "UDP typology", "low_income_share": "Low-income share (level)"}
 
 
 def _pr_curves(bt: Backtest, path: Path) -> None:
@@ -87,10 +90,98 @@ def _markdown(bt: Backtest) -> str:
               f"Lead time: {bt.lead['flagged']} of {bt.lead['positives']} positives flagged in the top 10% at their "
               f"origin; median lead {bt.lead['median_lead_years']} year(s).", "",
               "![PR curves](pr_curves.png)", "", "![Calibration](calibration.png)", ""]
+    udp = bt.udp_ratio
+    if udp.get("ratio") is not None:
+        lines += [f"LightGBM / UDP typology (the ranking planners use today): PR-AUC ratio {udp['ratio']:.2f} "
+                  f"(95% CI {udp['ci95'][0]:.2f}-{udp['ci95'][1]:.2f}).", ""]
+    for section in regional_sections(bt):
+        lines += [f"## {section.title}", "", *section.notes, ""]
+        if section.rows:
+            lines += ["| " + " | ".join(section.header) + " |", "|" + "---|" * len(section.header)]
+            lines += ["| " + " | ".join(row) + " |" for row in section.rows]
+            lines.append("")
+    if bt.excluded_labels:
+        lines += ["## Labels left out (broken source data)", "",
+                  *(f"- {why}" for why in bt.excluded_labels), ""]
     never = [f for f, share in bt.presence.items() if share == 0]
     if never:
         lines += ["Features never present in training rows (the model cannot use them): " + ", ".join(never), ""]
     return "\n".join(lines)
+
+
+def _ratio(fig: dict[str, Any] | None) -> str:
+    if not fig or fig.get("ratio") is None:
+        return "n/a"
+    return f"{fig['ratio']:.2f} ({fig['ci95'][0]:.2f}-{fig['ci95'][1]:.2f})"
+
+
+def _pr(models: dict[str, dict[str, Any] | None] | None, m: str) -> str:
+    x = (models or {}).get(m)
+    return "n/a" if not x else f"{x['pr_auc']:.3f}"
+
+
+def _label(model: str) -> str:
+    return LABELS.get(model, model)
+
+
+@dataclass(frozen=True)
+class Section:
+    """One titled table of a report, with its sentences."""
+
+    title: str
+    notes: list[str]
+    header: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+
+
+def _regions_section(p: PooledExtras) -> Section:
+    rows = []
+    for name, r in p.regions.items():
+        best = (r.vs_best or {}).get("baseline", "")
+        check = "n/a" if not r.null_check else ("passes" if r.null_check["passes"] else "FAILS")
+        rows.append([name, str(r.n_tracts), str(r.n_positive), check, _pr(r.models, "lightgbm"),
+                     f"{_label(best)} {_pr(r.models, best)}" if best else "n/a", _ratio(r.vs_best),
+                     _ratio(r.vs_udp), r.note])
+    notes = [f"{_label(m)} cannot be computed in {', '.join(rs)}: those tracts rank in the middle of it."
+             for m, rs in p.baseline_gaps.items()]
+    notes += [f"Left out of training and judging: {name} ({why})." for name, why in p.excluded.items()]
+    return Section("Each region (scored by the pooled model)", notes,
+                   ["region", "tracts", "positives", "null check", "LightGBM", "best baseline",
+                    "vs best (95% CI)", "vs UDP typology (95% CI)", "note"], rows)
+
+
+def _loro_section(p: PooledExtras) -> Section:
+    if p.loro is None:
+        return Section("Leave one region out", [f"Not available: {p.loro_note}"])
+    loro: dict[str, Any] = p.loro
+    best = loro["lightgbm_vs_best_baseline"]["baseline"]
+    rows = [[_label(m), f"{x['pr_auc']:.3f} ({x['pr_auc_ci95'][0]:.3f}-{x['pr_auc_ci95'][1]:.3f})"]
+            for m, x in loro["models"].items() if x]
+    note = (f"Each region's held-out origins scored by a model trained on the other regions only. LightGBM / "
+            f"{_label(best)}: {_ratio(loro['lightgbm_vs_best_baseline'])}; LightGBM / UDP typology: "
+            f"{_ratio(loro['lightgbm_vs_udp_typology'])}.")
+    return Section("Leave one region out (what a new city would get)", [note], ["model", "PR-AUC (95% CI)"], rows)
+
+
+def _choice_section(p: PooledExtras, test_origins: list[int]) -> Section:
+    def fmt(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    rows = [[c.name + (" (chosen)" if c.name == p.chosen else ""), str(len(c.features)), fmt(c.dev_pr_auc),
+             fmt(c.test_pr_auc)] for c in p.candidates]
+    note = (f"Development origins {', '.join(map(str, p.dev_origins)) or 'none'}; every figure above comes from "
+            f"the later origins {', '.join(map(str, test_origins))}. Rule, fixed before the held-out origins were "
+            f"scored: {CHOICE_RULE}. {p.choice_note}").strip()
+    return Section("Model choice (decided on development origins only)", [note],
+                   ["feature set", "features", "development PR-AUC", "held-out PR-AUC"], rows)
+
+
+def regional_sections(bt: Backtest) -> list[Section]:
+    """The regions, leave-one-region-out and model-choice tables of a pooled backtest (none for one region)."""
+    p = bt.pooled
+    if not isinstance(p, PooledExtras):
+        return []
+    return [_regions_section(p), _loro_section(p), _choice_section(p, bt.test_origins)]
 
 
 def _html(bt: Backtest, templates: Path | None) -> str:
@@ -108,7 +199,8 @@ def _html(bt: Backtest, templates: Path | None) -> str:
         ratio=bt.ratio, ratio_ci=bt.ratio_ci, base_rate=float(bt.preds["y"].mean()), lead=bt.lead,
         per_origin_models=[LABELS[m] for m in per_models], per_origin=per,
         calibration=[] if calib is None else calib.to_dict("records"),
-        presence=[{"name": k, "share": float(v)} for k, v in bt.presence.items()])
+        presence=[{"name": k, "share": float(v)} for k, v in bt.presence.items()], udp=bt.udp_ratio,
+        regional=regional_sections(bt), excluded_labels=bt.excluded_labels)
 
 
 def write_report(bt: Backtest, reports: Path, templates: Path | None = None) -> Path:

@@ -62,10 +62,10 @@ def train_and_register(settings: Settings, sources: Sources, as_of: date, backte
                        trainer: Trainer = train, cache: WorkCache | None = None) -> TrainingResult:
     """Train on the origins closed by ``as_of``, register the model, and promote it if it is not worse."""
     outcome = outcome_for(backtest.outcome, settings)
-    features = model_feature_names(settings.features.spatial_lags)
+    features = backtest.features or model_feature_names(settings.features.spatial_lags)
     # the backtest already built every origin's features and labels: reuse them rather than build them twice
     panel = [d for d in (backtest.panel or build_panel(outcome, sources, settings, cache=cache))
-             if d.origin.closes <= as_of]
+             if d.origin.closes <= as_of and len(d.labels)]
     if not panel:
         raise RegistryError(f"{backtest.outcome}: no outcome window has closed by {as_of}; nothing to train on")
     model = _fit(panel, features, settings.model.seed, trainer, cache)
@@ -83,6 +83,7 @@ def train_and_register(settings: Settings, sources: Sources, as_of: date, backte
         "training_rows": int(sum(len(d.labels) for d in panel)),
         "positives": int(sum(d.labels["y"].sum() for d in panel)), "scheme": model.scheme,
         "backtest": backtest.to_json()["models"], "backtest_origins": backtest.test_origins,
+        "region_notes": _region_notes(backtest),
     }
     try:
         record = registry.register(model, metadata, model_id)
@@ -90,3 +91,14 @@ def train_and_register(settings: Settings, sources: Sources, as_of: date, backte
         record = registry.get(model_id)  # the same data and settings gave the same model: keep the first
     promoted, reason = registry.consider(record, settings.model.promotion_tolerance)
     return TrainingResult(record, promoted, reason)
+
+
+def _region_notes(backtest: Backtest) -> list[str]:
+    """One sentence per region the model was not trained on, naming the regions it was trained on."""
+    pooled = backtest.pooled
+    excluded: dict[str, str] = getattr(pooled, "excluded", {}) if pooled is not None else {}
+    if not excluded:
+        return []
+    trained = [name for name in getattr(pooled, "regions", {}) if name not in excluded]
+    return [f"{name}: no usable labels of its own ({why}); its tracts are scored by the model trained on "
+            f"{', '.join(trained)}" for name, why in excluded.items()]

@@ -21,8 +21,9 @@ from typing import Any
 
 import pandas as pd
 
+from risk.core import clock
 from risk.core.errors import DataValidationError, Problem, StaleDataError
-from risk.core.settings import Settings
+from risk.core.settings import DemographicsSource, Settings
 from risk.sources import Sources
 from risk.sources.family import Family
 from risk.sources.registry import dated
@@ -35,6 +36,9 @@ class Freshness:
     notes: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
     coverage: dict[str, int] = field(default_factory=dict)
+
+
+_DEFAULT_RELEASE_AGE = {"demographics": DemographicsSource.model_fields["max_age_days"].default}
 
 
 def required_sources(settings: Settings) -> set[str]:
@@ -127,7 +131,11 @@ def assess(settings: Settings, sources: Sources, features: pd.DataFrame, as_of: 
             note = _series_note(family.name, frame, column, as_of, sources.max_age[family.name],
                                 coverage.get(family.name, 0) if family.coverage else None)
         else:
-            note = _release_note(family.name, frame, column, as_of, family.max_age_days(settings) or 0)
+            # not configured, yet filled by another family's file (Eviction Lab's demographic columns): the
+            # default age applies, not zero
+            age = family.max_age_days(settings)
+            note = _release_note(family.name, frame, column, as_of,
+                                 age if age is not None else _DEFAULT_RELEASE_AGE.get(family.name, 0))
         if note:
             problems[family.name] = note
     required = required_sources(settings)
@@ -138,3 +146,16 @@ def assess(settings: Settings, sources: Sources, features: pd.DataFrame, as_of: 
     notes = [str(w) for w in sources.warnings] + list(problems.values())
     notes += _coverage_notes(coverage, previous_coverage, settings.sources.coverage_drop)
     return Freshness(notes=notes, stale=list(problems), coverage=coverage)
+
+
+def default_as_of(sources: Sources, required: set[str], today: date | None = None) -> date:
+    """Today, or the last day on which every *required* time-series source is still fresh if that is earlier.
+
+    Optional sources do not hold the date back: when they go stale they are
+    dropped from the run's features and reported in its data notes."""
+    limits = [pd.Timestamp(today or clock.today())]
+    for family in dated():
+        frame = sources.table(family.name)
+        if family.series and family.name in required and frame is not None and not frame.empty:
+            limits.append(frame[str(family.known)].max() + sources.max_age[family.name])
+    return min(limits).date()

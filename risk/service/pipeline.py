@@ -40,18 +40,24 @@ from risk.core.store import (
 )
 from risk.delivery.outbox import queue, requeue_interrupted, send_queued
 from risk.features.dictionary import feature_names
-from risk.model.engines.configured import features as engine_features
 from risk.model.engines.configured import train_and_register
 from risk.model.gbm import TrainedModel
 from risk.model.registry import ModelRecord
 from risk.scoring.explain import contributions, driver_table
-from risk.scoring.scores import score_tracts
 from risk.service.artifacts import features_path, model_registry, read_newest_run
-from risk.service.freshness import assess, required_sources
+from risk.service.freshness import required_sources
 from risk.service.history import abandon_unfinished, begin_run, finish_run, update_run
 from risk.service.lock import RunLock
-from risk.sources import Sources, load_sources
-from risk.sources.registry import dated
+from risk.service.regions import (
+    Project,
+    load_project,
+    project_as_of,
+    project_features,
+    project_freshness,
+    project_scores,
+)
+from risk.service.regions import backtest as regional_backtest
+from risk.sources import Sources
 
 if TYPE_CHECKING:  # only for hints: risk.model.training imports the backtest (see backtest_and_register)
     from risk.model.training import TrainingResult
@@ -99,19 +105,6 @@ class RunResult:
         }
 
 
-def default_as_of(sources: Sources, required: set[str], today: date | None = None) -> date:
-    """Today, or the last day on which every *required* time-series source is still fresh if that is earlier.
-
-    Optional sources do not hold the date back: when they go stale they are
-    dropped from the run's features and reported in its data notes."""
-    limits = [pd.Timestamp(today or clock.today())]
-    for family in dated():
-        frame = sources.table(family.name)
-        if family.series and family.name in required and frame is not None and not frame.empty:
-            limits.append(frame[str(family.known)].max() + sources.max_age[family.name])
-    return min(limits).date()
-
-
 def write_features(features: pd.DataFrame, path: Path) -> Path:
     """Write a feature table to Parquet, atomically."""
     with atomic_path(path) as tmp:
@@ -144,7 +137,8 @@ def retrain_reason(settings: Settings, champion: ModelRecord | None, newest: Mod
 
 
 def backtest_and_register(settings: Settings, sources: Sources, as_of: date, outcome: str | None = None,
-                          progress: Callable[[str], None] | None = None) -> TrainingResult:
+                          progress: Callable[[str], None] | None = None, project: Project | None = None
+                          ) -> TrainingResult:
     """Backtest an outcome (default: the configured one), write its report, then train the production model on
     every closed origin, register it and promote it unless it is worse; the work cache is pruned after."""
     # imported here: the backtest pulls in scikit-learn and SciPy, seconds of start-up most weekly runs don't need
@@ -152,6 +146,13 @@ def backtest_and_register(settings: Settings, sources: Sources, as_of: date, out
     from risk.model.cache import work_cache
     from risk.model.report import write_report
 
+    if settings.multi_region:  # pooled over the regions: no work cache yet (keys are per region's sources)
+        result = regional_backtest(settings, outcome or settings.model.outcome, progress, project)
+        checkpoint("train.backtested")
+        write_report(result, settings.paths.reports)
+        if progress is not None:
+            progress("training the production model on every region's closed origins")
+        return train_and_register(settings, sources, as_of, result, None)
     cache = work_cache(settings, sources)
     result = run_backtest(settings, sources, outcome or settings.model.outcome, progress=progress, cache=cache)
     checkpoint("train.backtested")
@@ -169,19 +170,20 @@ def train(settings: Settings, outcome: str | None = None, as_of: date | None = N
     """`risk train`: the train stage on its own, whatever the retraining policy says.
 
     ``as_of`` defaults to the date a run today would score (the newest date the required sources support)."""
-    sources = load_sources(settings)
-    as_of = as_of or default_as_of(sources, required_sources(settings))
-    return backtest_and_register(settings, sources, as_of, outcome, progress)
+    project = load_project(settings)
+    as_of = as_of or project_as_of(project, clock.today())
+    return backtest_and_register(settings, project.sources, as_of, outcome, progress, project)
 
 
-def _champion(settings: Settings, sources: Sources, as_of: date) -> tuple[ModelRecord, bool]:
+def _champion(settings: Settings, sources: Sources, as_of: date, project: Project | None = None
+              ) -> tuple[ModelRecord, bool]:
     """The champion for the configured outcome, retrained first when the policy says so."""
     registry = model_registry(settings)
     champion = registry.champion(settings.model.outcome)
     newest = ([r for r in registry.list() if r.outcome == settings.model.outcome] or [None])[-1]
     if retrain_reason(settings, champion, newest, sources, as_of) is None:
         return champion, False  # type: ignore[return-value]
-    trained = backtest_and_register(settings, sources, as_of)
+    trained = backtest_and_register(settings, sources, as_of, project=project)
     usable = champion is not None and champion.metadata.get("features") == feature_names(settings.features.spatial_lags)
     if trained.promoted or not usable:
         registry.promote(trained.record.model_id)  # a champion that cannot score these features must go
@@ -189,9 +191,14 @@ def _champion(settings: Settings, sources: Sources, as_of: date) -> tuple[ModelR
     return champion, True  # type: ignore[return-value]
 
 
-def _driver_rows(model: TrainedModel, features: pd.DataFrame) -> pd.DataFrame:
-    """The top drivers of every tract, as rows for the database."""
-    return driver_table(contributions(model, features), features.median(), DRIVERS_PER_TRACT)
+def _driver_rows(model: TrainedModel, features: pd.DataFrame, project: Project) -> pd.DataFrame:
+    """The top drivers of every tract, as rows for the database; each tract is compared with its own region's
+    median."""
+    parts = []
+    for region in project.regions:
+        own = features.loc[features.index.intersection(region.sources.tracts.index)]
+        parts.append(driver_table(contributions(model, own), own.median(), DRIVERS_PER_TRACT))
+    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
 
 class _Stages:
@@ -255,30 +262,32 @@ def run(settings: Settings, as_of: date | None = None, today: date | None = None
 def _cycle(settings: Settings, engine: Engine, run_id: int, stage: _Stages, as_of: date | None,
            today: date, stop: threading.Event | None) -> RunResult:
     with stage("validate"):
-        sources = load_sources(settings, today, reuse=True)
+        project = load_project(settings, today, reuse=True)
+        sources = project.sources
         # before any work: a recipient following an area that matches no tract would be muted silently
         check_recipients(settings, load_recipients(settings.alerts, []), sources.tracts)
         held_back = as_of is None
-        as_of = as_of or default_as_of(sources, required_sources(settings), today)
+        as_of = as_of or project_as_of(project, today)
         update_run(engine, run_id, as_of=as_of, data_hashes=sources.file_hashes)
     with stage("features"):
-        features = engine_features(settings, sources, as_of)
-        fresh = assess(settings, sources, features, as_of, _previous_coverage(engine))
+        features = project_features(project, as_of)
+        fresh = project_freshness(project, features, as_of, _previous_coverage(engine))
         if held_back and as_of < today:
-            needed = ", ".join(sorted(required_sources(settings)))
+            needed = ", ".join(sorted({f for r in project.regions for f in required_sources(r.settings)}))
             fresh.notes.append(f"as of {as_of}, not today ({today}): the required source(s) "
                                f"{needed} have nothing fresh after it; until they do, every run sees this same "
                                "week and sends no new e-mail")
         path = write_features(features, features_path(settings, as_of))
     with stage("train"):
-        record, retrained = _champion(settings, sources, as_of)
+        record, retrained = _champion(settings, sources, as_of, project)
         model = record.load()
+        fresh.notes.extend(record.metadata.get("region_notes") or [])
         update_run(engine, run_id, model_id=record.model_id, retrained=retrained)
     with stage("score"):
         previous = previous_scores(engine)
-        table = score_tracts(model, features, previous, settings.model.tiers)
+        table = project_scores(project, model, features, previous, settings.model.tiers)
     with stage("explain"):
-        driver_rows = _driver_rows(model, features)
+        driver_rows = _driver_rows(model, features, project)
     with stage("store"):
         save_scores(engine, run_id, record.model_id, table, driver_rows)
     with stage("alerts"):
@@ -303,7 +312,7 @@ def latest_outputs(settings: Settings) -> tuple[int, RunOutputs, Sources]:
     """The newest stored run, reassembled for previews and re-sends."""
     engine = engine_for(settings.paths.database)
     stored = read_newest_run(settings, engine)
-    sources = load_sources(settings)
+    sources = load_project(settings).sources
     features = stored.require_features()
     model = stored.require_record().load()
     outputs = RunOutputs(stored.as_of, stored.scores, previous_scores(engine, before_run=stored.run_id),

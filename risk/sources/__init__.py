@@ -29,6 +29,7 @@ from risk.sources.boundaries import FAMILY as BOUNDARIES
 from risk.sources.demographics import empty_long
 from risk.sources.family import Context, Family
 from risk.sources.permits import PermitFileInfo
+from risk.sources.quality import Exclusions, check_quality
 from risk.sources.registry import dated, families
 from risk.sources.udp_columns import UdpColumns
 
@@ -63,6 +64,8 @@ class Sources:
     """Tables of families registered beyond the built-in fields, by family name."""
     udp: UdpColumns | None = None
     """A UDP database's raw columns the UDP typology reads, dated by column (from the demographics family)."""
+    exclusions: Exclusions = field(default_factory=Exclusions)
+    """County-years and vintages the quality checks found broken: labels that would read them are left out."""
 
     def table(self, name: str) -> pd.DataFrame | None:
         """One family's table by its name (the boundaries' is ``tracts``)."""
@@ -190,9 +193,10 @@ def collect(settings: Settings, today: date | None = None, store: EntryStore | N
             filled.setdefault(name, []).append(item)
     tables = {name: items[0] if len(items) == 1 else pd.concat(items, ignore_index=True)
               for name, items in filled.items()}
-    demographics = tables.pop("demographics")
+    demographics = tables.pop("demographics", None)
+    demographics = empty_long() if demographics is None else demographics
     problems = [p for log in logs.values() for p in log.items]
-    sources = Sources(
+    sources = _checked(Sources(
         tracts=tracts,
         demographics=_compact(demographics) if not demographics.empty else empty_long(),
         **{name: tables.pop(name) for name in [*tables] if name in _FIELDS},
@@ -201,8 +205,16 @@ def collect(settings: Settings, today: date | None = None, store: EntryStore | N
         file_hashes=relative,
         warnings=tuple(p for p in problems if p.severity == "warning"),
         tables=tables,
-    )
+    ), region.name, problems)
     return sources, problems
+
+
+def _checked(sources: Sources, region: str, problems: list[Problem]) -> Sources:
+    """The sources with what the quality checks found broken (:mod:`risk.sources.quality`); its warnings join
+    ``problems``."""
+    found, exclusions = check_quality(sources, region)
+    problems.extend(found)
+    return replace(sources, exclusions=exclusions, warnings=sources.warnings + tuple(found))
 
 
 def load_sources(settings: Settings, today: date | None = None, *, reuse: bool = False) -> Sources:

@@ -186,7 +186,9 @@ def _coverage(cfg: PermitsSource, tracts: gpd.GeoDataFrame, encoding: str, log: 
         return None
     geoids, bad = normalise_geoids(table.frame["GEOID"])
     log.rows(table, bad, "GEOID", lambda i: f"'{table.value('GEOID', i)}' is not an 11-digit tract GEOID")
-    unknown = geoids.notna() & ~geoids.isin(tracts.index)
+    # a list shared by several regions names other counties' tracts too: only this region's must be known
+    counties = set(tracts.index.str[:5])
+    unknown = geoids.notna() & geoids.str[:5].isin(counties) & ~geoids.isin(tracts.index)
     log.rows(table, unknown.to_numpy(), "GEOID", lambda i: f"GEOID {geoids.iloc[i]} is not in the boundaries")
     return frozenset(geoids.dropna())
 

@@ -48,6 +48,7 @@ from __future__ import annotations
 import math
 import os
 import textwrap
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -131,7 +132,8 @@ def _ar1(rng: np.random.Generator, n: int, t: int, rho: float, sd: float) -> np.
 class _Simulation:
     """Every array of one world; year index k = 0..T-1 is year first - BURN_IN + k."""
 
-    def __init__(self, n: int, years: int, first: int, seed: int) -> None:
+    def __init__(self, n: int, years: int, first: int, seed: int, regions: int = 1) -> None:
+        self.regions = regions
         # one stream per part, so that changing one part leaves the others' numbers alone
         rng = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)]
         self.n, self.first, self.last, self.T = n, first, first + years - 1, years + BURN_IN
@@ -147,7 +149,7 @@ class _Simulation:
 
     def _tracts(self, rng: np.random.Generator) -> None:
         n = self.n
-        counties = min(len(COUNTIES), math.ceil(n / TRACTS_PER_COUNTY))
+        counties = min(len(COUNTIES), max(math.ceil(n / TRACTS_PER_COUNTY), self.regions))
         self.county = np.arange(n) * counties // n  # contiguous bands of grid rows
         k = np.arange(n) - np.searchsorted(self.county, np.arange(counties))[self.county]
         self.county_fips = np.array([f"{STATE_FIPS}{2 * c + 1:03d}" for c in range(counties)])
@@ -368,7 +370,8 @@ def _write_permits(sim: _Simulation, path: Path, coverage: Path) -> None:
     _write_csv(coverage, {"GEOID": sim.geoid})  # the whole region publishes permits
 
 
-def _config(sim: _Simulation, geometry: str) -> str:
+def _sources(sim: _Simulation, geometry: str, pad: str, shared: bool) -> str:
+    """The ``sources`` block, every line indented by ``pad``; ``shared``: one set of files for several regions."""
     ends = [v.year for v in sim.vintages[1:]] + [sim.last + 1]
     vintages = "".join(f'\n      - {{suffix: "{v.year % 100:02d}", label: "{v.label}", released: {v.released}}}'
                        for v in sim.vintages)
@@ -376,11 +379,9 @@ def _config(sim: _Simulation, geometry: str) -> str:
                     f'released: {v.released}}}' for v, end in zip(sim.vintages, ends))
     anchors = "".join(f"\n      - {{year: {y}, released: {y + 1}-08-01}}" for y in (sim.first, sim.first + 10)
                       if y <= sim.last)
-    return f"""\
-# A synthetic world written by `risk synth`; README.md beside this file describes the planted process.
-region:
-  name: Synthetic region ({sim.n} tracts, {STATE})
-  county_fips: [{", ".join(f'"{f}"' for f in sim.county_fips)}]
+    outside = ("\n  max_outside_share: 1.0   # one permit file for every region: most permits lie in the others"
+               if shared else "")
+    block = f"""\
 sources:
   boundaries: {{path: tracts.{geometry}}}
   demographics:
@@ -399,7 +400,27 @@ sources:
   permits:
     files:
       - {{path: permits_sdci.csv, schema: seattle_sdci}}
-    coverage_tracts: coverage.csv
+    coverage_tracts: coverage.csv{outside.replace(chr(10), chr(10) + "  ")}"""
+    return "\n".join(pad + line for line in block.splitlines()) + "\n"
+
+
+def _quoted(values: Iterable[str]) -> str:
+    return ", ".join(f'"{v}"' for v in values)
+
+
+def _config(sim: _Simulation, geometry: str) -> str:
+    head = "# A synthetic world written by `risk synth`; README.md beside this file describes the planted process.\n"
+    if sim.regions == 1:
+        places = (f"region:\n  name: Synthetic region ({sim.n} tracts, {STATE})\n"
+                  f"  county_fips: [{_quoted(sim.county_fips)}]\n"
+                  + _sources(sim, geometry, "", False))
+    else:
+        places = "regions:                    # each region keeps its own counties' rows of the shared files\n"
+        for k, counties in enumerate(np.array_split(sim.county_fips, sim.regions), start=1):
+            places += (f"  - name: Synthetic region {k}\n"
+                       f"    county_fips: [{_quoted(counties)}]\n"
+                       + _sources(sim, geometry, "    ", True))
+    return head + places + f"""\
 model:
   outcome: eviction_surge
   eviction_surge:
@@ -421,7 +442,7 @@ def _readme(sim: _Simulation, seed: int, files: dict[str, Path]) -> str:
 
 
 def write_world(out: Path, tracts: int, years: int, seed: int = 0, start_year: int = 2000,
-                geometry: str = "geojson") -> dict[str, Path]:
+                geometry: str = "geojson", regions: int = 1) -> dict[str, Path]:
     """Write the source files, ``config.yaml`` and ``README.md`` of a synthetic world into ``out``; returns their
     paths by role (``config``, ``readme``, ``boundaries``, ``demographics``, ``evictions``, ``rent``, ...)."""
     last = start_year + years - 1
@@ -433,7 +454,9 @@ def write_world(out: Path, tracts: int, years: int, seed: int = 0, start_year: i
         raise SynthError(f"the last year, {last}, has not ended yet: choose an earlier --start-year")
     if geometry not in ("geojson", "gpkg"):
         raise SynthError(f"--geometry must be geojson or gpkg, not {geometry}")
-    sim = _Simulation(tracts, years, start_year, seed)
+    if not 1 <= regions <= min(len(COUNTIES), tracts):
+        raise SynthError(f"--regions must be between 1 and {min(len(COUNTIES), tracts)}")
+    sim = _Simulation(tracts, years, start_year, seed, regions)
     out = Path(out)
     files = {name: out / f for name, f in (("boundaries", f"tracts.{geometry}"), ("demographics", "udp.csv"),
                                            ("evictions", "evictions.csv"), ("rent", "zillow_tract.csv"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 
 import pandas as pd
@@ -22,6 +22,7 @@ class FamilySummary:
     tracts: int
     first: str | None
     last: str | None
+    region: str = ""
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,12 @@ def summarise(sources: Sources) -> list[FamilySummary]:
 
 
 def validate(settings: Settings, today: date | None = None) -> ValidationReport:
-    """Check every configured file; never raises for bad data."""
-    sources, problems = collect(settings, today)
-    return ValidationReport(problems=problems, families=summarise(sources) if sources is not None else [])
+    """Check every configured file of every region; never raises for bad data."""
+    problems: list[Problem] = []
+    summaries: list[FamilySummary] = []
+    for regional in settings.regional():
+        sources, found = collect(regional, today)
+        problems += found
+        if sources is not None:
+            summaries += [replace(f, region=regional.region.name) for f in summarise(sources)]
+    return ValidationReport(problems=problems, families=summaries)

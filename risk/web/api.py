@@ -163,7 +163,8 @@ def api_docs(request: Request, user: Viewer) -> Response:
 
 # ---------------------------------------------------------------- exports
 
-EXPORT_COLUMNS = ["geoid", "name", "probability", "percentile", "tier", "probability_change", "percentile_change",
+EXPORT_COLUMNS = ["geoid", "name", "region", "probability", "percentile", "tier", "probability_change",
+                  "percentile_change",
                   "decision", "note", "follow_up", "decided_by", "decided_at", "run_id", "as_of"]
 
 
@@ -173,7 +174,8 @@ def _export_rows(request: Request, filters: Filters) -> tuple[list[dict[str, Any
     out = []
     for r in data.rows(view, filters):
         review = r["review"] or {}
-        out.append({"geoid": r["geoid"], "name": r["name"], "probability": r["probability"],
+        out.append({"geoid": r["geoid"], "name": r["name"], "region": r["region"],
+                    "probability": r["probability"],
                     "percentile": r["percentile"], "tier": r["tier"], "probability_change": r["probability_change"],
                     "percentile_change": r["percentile_change"], "decision": review.get("decision", ""),
                     "note": review.get("note", ""), "follow_up": review.get("follow_up") or "",

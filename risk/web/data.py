@@ -149,8 +149,10 @@ class WebData:
             return view
 
     def _view_of(self, stored: StoredRun) -> RunView:
-        names = self.geography().names
-        table = stored.scores.assign(name=[names.get(g, f"Census tract {g}") for g in stored.scores.index])
+        geography = self.geography()
+        names, regions = geography.names, geography.regions
+        table = stored.scores.assign(name=[names.get(g, f"Census tract {g}") for g in stored.scores.index],
+                                     region=[regions.get(g, "") for g in stored.scores.index])
         driver_map: dict[str, list[dict[str, Any]]] = {}
         if not stored.drivers.empty:
             for rec in stored.drivers.sort_values(["geoid", "rank"]).to_dict("records"):
@@ -182,7 +184,8 @@ class WebData:
             status = review["decision"] if review else "unreviewed"
             if filters.status != "any" and status != filters.status:
                 continue
-            out.append({"geoid": geoid, "name": r["name"], "probability": float(r["probability"]),
+            out.append({"geoid": geoid, "name": r["name"], "region": r["region"],
+                        "probability": float(r["probability"]),
                         "percentile": float(r["percentile"]), "tier": r["tier"],
                         "probability_change": _number(r["probability_change"]),
                         "percentile_change": _number(r["percentile_change"]), "status": status,
@@ -202,7 +205,8 @@ class WebData:
         if geoid not in view.table.index:
             raise UnknownTract(f"tract {geoid} is not in run {view.run_id} (as of {view.as_of})")
         r = view.table.loc[geoid]
-        return {"geoid": geoid, "name": str(r["name"]), "probability": float(r["probability"]),
+        return {"geoid": geoid, "name": str(r["name"]), "region": str(r["region"]),
+                "probability": float(r["probability"]),
                 "percentile": float(r["percentile"]), "tier": str(r["tier"]),
                 "probability_change": _number(r["probability_change"]),
                 "percentile_change": _number(r["percentile_change"])}

@@ -17,7 +17,8 @@ import shapely
 from risk.alerts.messages import TIER_COLOURS, tract_names
 from risk.alerts.recipients import named_areas
 from risk.core.settings import Settings
-from risk.sources import Sources, load_sources
+from risk.service.regions import load_project
+from risk.sources import Sources
 
 SIMPLIFY_DEG = 0.0002
 """About 20 m: invisible at the zoom a county map opens at, and a fraction of the bytes."""
@@ -33,21 +34,25 @@ class Geography:
     areas: dict[str, set[str]]
     shapes: dict[str, dict[str, Any]]
     bounds: tuple[float, float, float, float]
+    regions: dict[str, str]
+    """Each tract's region (the project's one region, or its region among several)."""
 
 
 def load_geography(settings: Settings) -> Geography:
     """Load the sources once and derive what the map and the filters need."""
-    sources = load_sources(settings)
+    sources = load_project(settings).sources
     tracts = sources.tracts
     named = named_areas(settings.alerts, tracts)
     areas: dict[str, set[str]] = {name: set(members) for name, members in sorted(named.items())}
-    for fips in settings.region.county_fips:
-        areas[f"County {fips}"] = {g for g in tracts.index if g.startswith(fips)}
+    for regional in settings.regional():
+        for fips in regional.region.county_fips:
+            areas[f"County {fips}"] = {g for g in tracts.index if g.startswith(fips)}
     simple = shapely.simplify(np.asarray(tracts.geometry.values), SIMPLIFY_DEG, preserve_topology=True)
     rounded = shapely.transform(simple, lambda xy: np.round(xy, DECIMALS))
     shapes = {g: json.loads(shapely.to_geojson(s)) for g, s in zip(tracts.index, rounded, strict=True)}
     minx, miny, maxx, maxy = (float(v) for v in tracts.total_bounds)
-    return Geography(sources, tract_names(tracts, named), areas, shapes, (minx, miny, maxx, maxy))
+    regions = {str(g): str(r) for g, r in tracts["region"].items()}
+    return Geography(sources, tract_names(tracts, named), areas, shapes, (minx, miny, maxx, maxy), regions)
 
 
 def feature_collection(geography: Geography, properties: dict[str, dict[str, Any]]) -> bytes:
