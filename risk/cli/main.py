@@ -141,31 +141,61 @@ def _outcome_option(fn: F) -> F:
 @click.pass_context
 @handles_errors
 def labels(ctx: click.Context, outcome: str | None, as_json: bool) -> None:
-    """Positives and negatives per origin, and the null check (simulated no-change worlds)."""
+    """Positives and negatives per origin and region, and the null check (simulated no-change worlds)."""
+    from risk.core.errors import OutcomeError
     from risk.outcomes.labels import label_summary, null_check
     from risk.outcomes.registry import outcome_for, outcome_spec
-    from risk.sources import load_sources
+    from risk.service.regions import load_project
 
     settings = settings_of(ctx)
     name = outcome or settings.model.outcome
+    ratio = outcome_spec(name).null_ratio
+    regions: dict[str, Any] = {}
     with err.status("loading sources and simulating no-change worlds"):
-        sources = load_sources(settings)
-        rows = label_summary(outcome_for(name, settings), sources, settings.model.null_simulations,
-                             settings.model.seed)
-    observed, null, ok = null_check(rows, outcome_spec(name).null_ratio)
+        for r in load_project(settings).regions:
+            try:
+                regions[r.name] = label_summary(outcome_for(name, r.settings), r.sources,
+                                                settings.model.null_simulations, settings.model.seed)
+            except OutcomeError as e:
+                regions[r.name] = str(e)
+    every = [row for rows in regions.values() if not isinstance(rows, str) for row in rows]
+    if not every:
+        raise OutcomeError("; ".join(f"{k}: {v}" for k, v in regions.items()))
+    observed, null, ok = null_check(every, ratio)
     if as_json:
-        click.echo(json.dumps({"outcome": name, "origins": [
-            {"origin": r.origin.year, "as_of": r.origin.as_of.isoformat(), "closes": r.origin.closes.isoformat(),
-             "positives": r.positives, "negatives": r.negatives, "null_rate": r.null_rate} for r in rows],
-            "observed_rate": observed, "null_rate": null, "null_check_passes": ok}, indent=2))
+        doc = {"outcome": name, "origins": _origin_rows(every), "observed_rate": observed, "null_rate": null,
+               "null_check_passes": ok}
+        if settings.multi_region:
+            doc["regions"] = {k: {"no_labels": v} if isinstance(v, str) else dict(zip(
+                ("observed_rate", "null_rate", "null_check_passes"), null_check(v, ratio), strict=True),
+                origins=_origin_rows(v)) for k, v in regions.items()}
+        click.echo(json.dumps(doc, indent=2))
         return
+    for region, rows in regions.items():
+        title = f"{name}: {region}" if settings.multi_region else name
+        if isinstance(rows, str):
+            out.print(f"{title}: no labels ({rows})", highlight=False)
+            continue
+        _print_labels(title, rows, *null_check(rows, ratio))
+
+
+def _origin_rows(rows: list[Any]) -> list[dict[str, object]]:
+    return [{"origin": r.origin.year, "as_of": r.origin.as_of.isoformat(), "closes": r.origin.closes.isoformat(),
+             "positives": r.positives, "negatives": r.negatives, "null_rate": r.null_rate,
+             "left_out": list(r.left_out)} for r in rows]
+
+
+def _print_labels(title: str, rows: list[Any], observed: float, null: float, ok: bool) -> None:
     table = Table("origin", "features as of", "outcome known", "positives", "negatives", "rate", "null rate",
-                  title=name)
+                  title=title)
     for r in rows:
         table.add_row(str(r.origin.year), str(r.origin.as_of), str(r.origin.closes), str(r.positives),
                       str(r.negatives), f"{r.rate:.3f}", f"{r.null_rate:.4f}")
     out.print(table)
-    verdict = "[green]passes[/]" if ok else "[red]fails[/]"
+    for r in rows:
+        for why in r.left_out:
+            out.print(f"[yellow]left out[/] {why}", highlight=False)
+    verdict = "[green]passes[/]" if ok else "[red]fails: not used to train or judge a model[/]"
     out.print(f"null check: simulated no-change rate {null:.4f} against observed {observed:.4f} "
               f"(must be at most a quarter): {verdict}")
 

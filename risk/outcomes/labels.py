@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from risk.outcomes.base import Origin, Outcome
+from risk.outcomes.exclusions import apply_exclusions
 from risk.sources import Sources
 
 NULL_CHECK_RATIO = 0.25
@@ -29,6 +30,8 @@ class OriginCounts:
     positives: int
     negatives: int
     null_rate: float
+    left_out: tuple[str, ...] = ()
+    """Why some of its labels were left out (source data the quality checks found broken)."""
 
     @property
     def rate(self) -> float:
@@ -54,9 +57,10 @@ def label_summary(outcome: Outcome, sources: Sources, n_null: int, seed: int,
     rows = []
     for origin in outcome.origins(sources) if origins is None else origins:
         view = label_view(outcome, sources, origin)  # one copy of the tables for the label and its null worlds
-        lab = outcome.label(view, origin)
+        lab, left_out = apply_exclusions(outcome, sources, origin, outcome.label(view, origin), sources.exclusions)
         pos = int(lab["y"].sum())
-        rows.append(OriginCounts(origin, pos, len(lab) - pos, origin_null_rate(outcome, view, origin, n_null, seed)))
+        rows.append(OriginCounts(origin, pos, len(lab) - pos, origin_null_rate(outcome, view, origin, n_null, seed),
+                                 tuple(left_out)))
     return rows
 
 
