@@ -25,8 +25,7 @@ import pandas as pd
 from risk.core.settings import load_settings
 from risk.features.build import build_features
 from risk.outcomes.registry import OUTCOMES, outcome_for
-from risk.service.freshness import required_sources
-from risk.service.freshness import default_as_of
+from risk.service.freshness import default_as_of, required_sources
 from risk.sources import load_sources
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,8 +20,7 @@ from risk.core.errors import DataValidationError, StaleDataError
 from risk.core.settings import Settings, load_settings
 from risk.features.build import build_features
 from risk.model.cache import WorkCache
-from risk.service.freshness import assess, required_sources
-from risk.service.freshness import default_as_of
+from risk.service.freshness import assess, default_as_of, required_sources
 from risk.sources import Sources, input_files, load_sources
 from risk.sources._tables import (
     check_geoids,

@@ -73,8 +73,8 @@ class RegionSettings(_Section):
     )
     ignore_geoids: tuple[str, ...] = Field(
         (),
-        description="Tract GEOIDs that may appear in source files without being in the boundaries "
-        "(for example water-only tracts), silently dropped.",
+        description="Tract GEOIDs left out everywhere, boundaries included: water-only tracts that appear in "
+        "source files without being in the boundaries, or a tract whose rows are broken beyond repair.",
     )
 
     @field_validator("county_fips")

@@ -208,9 +208,18 @@ def read_table(
     return None if missing or dupes else table
 
 
+def _geoid_text(values: pd.Series) -> pd.Series:
+    """GEOIDs as written, without spaces or the ``.0`` of a number saved as a float."""
+    return values.astype("string").str.strip().str.replace(r"\.0+$", "", regex=True)
+
+
 def normalise_geoids(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     """GEOIDs as 11-character strings; returns the strings and a mask of unusable values."""
-    text = values.astype("string").str.strip().str.replace(r"\.0+$", "", regex=True)
+    return _normalised(_geoid_text(values))
+
+
+def _normalised(text: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """:func:`normalise_geoids` of GEOIDs already cleaned by :func:`_geoid_text`."""
     ok = text.str.fullmatch(r"\d{1,11}").fillna(False).to_numpy(dtype=bool)
     out = text.where(ok).str.zfill(11)
     # 9 or fewer digits cannot be a state+county+tract code even with a lost leading zero
@@ -219,12 +228,54 @@ def normalise_geoids(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     return out.where(~bad), bad
 
 
-def check_geoids(table: Table, column: str, log: ProblemLog) -> pd.Series:
-    """Normalise a GEOID column, recording values that are not tract codes."""
-    geoids, bad = normalise_geoids(table.frame[column])
+LEADING_ZERO_RESTORED = "geoid_leading_zero_restored"
+"""Warning: every GEOID of a file had 10 digits and took back its leading 0."""
+LEADING_ZERO_AMBIGUOUS = "geoid_leading_zero_ambiguous"
+"""Error: 10-digit GEOIDs that cannot safely take back a leading 0."""
+
+
+def check_geoids(
+    table: Table, column: str, log: ProblemLog, counties: tuple[str, ...] | None = None, *, announce: bool = True,
+) -> pd.Series:
+    """Normalise a GEOID column, recording values that are not tract codes.
+
+    Given the region's ``counties``, 10-digit GEOIDs (a leading 0 lost by a spreadsheet or a number column) are
+    judged as a whole: see :func:`_leading_zero`. Without them, any 10-digit GEOID is padded silently.
+    """
+    text = _geoid_text(table.frame[column])
+    geoids, bad = _normalised(text)
     log.rows(table, bad, column,
              lambda i: f"'{table.value(column, i)}' is not an 11-digit census tract GEOID")
+    if counties is not None:
+        geoids = geoids.where(~_leading_zero(table, column, text, counties, bad, log, announce))
     return geoids
+
+
+def _leading_zero(
+    table: Table, column: str, text: pd.Series, counties: tuple[str, ...], bad: np.ndarray, log: ProblemLog,
+    announce: bool,
+) -> np.ndarray:
+    """Rows whose 10-digit GEOID cannot take back its leading 0 (recorded as errors).
+
+    The 0 is restored (one warning when ``announce``) only when every usable GEOID of the file has 10 digits and
+    some land in the region's counties once padded; otherwise each 10-digit row is an error.
+    """
+    ten = (text.str.len() == 10).fillna(False).to_numpy(dtype=bool) & ~bad
+    if not ten.any():
+        return ten
+    lands = ("0" + text.str[:4]).isin(counties).fillna(False).to_numpy(dtype=bool) & ten
+    if ten.sum() == (~bad).sum() and lands.any():
+        if announce:
+            log.add(table.path, f"{LEADING_ZERO_RESTORED}: every GEOID has 10 digits (a leading 0 lost); the 0 "
+                    f"was restored in {int(ten.sum())} rows ({int(lands.sum())} in the region's counties)",
+                    column=column, severity="warning")
+        return np.zeros_like(ten)
+    why = (f"{int((~bad & ~ten).sum())} other rows have 11 digits" if ten.sum() < (~bad).sum() else
+           f"with a leading 0 restored no GEOID of the file lies in the region's counties {list(counties)}")
+    log.rows(table, ten, column, lambda i: (
+        f"{LEADING_ZERO_AMBIGUOUS}: '{text.iloc[i]}' has 10 digits and {why}, so a lost leading 0 cannot be "
+        "told from a wrong code; write every GEOID with its 11 digits"))
+    return ten
 
 
 def to_number(
@@ -294,9 +345,13 @@ def _show(value: object) -> str:
     return str(value)
 
 
-def check_duplicates(table: Table, keys: pd.DataFrame, columns: str, log: ProblemLog) -> np.ndarray:
-    """Record rows whose key repeats an earlier row's; returns the mask of repeats."""
+def check_duplicates(table: Table, keys: pd.DataFrame, columns: str, log: ProblemLog,
+                     within: np.ndarray | None = None) -> np.ndarray:
+    """Record rows whose key repeats an earlier row's; returns the mask of repeats. With ``within``, only those
+    rows count (rows of other counties and ignored tracts are not this region's problem)."""
     dup = keys.duplicated(keep="first").to_numpy()
+    if within is not None:
+        dup = dup & within
     first = {}
     if dup.any():
         firsts = keys[~keys.duplicated(keep="first")]
@@ -321,4 +376,4 @@ def keep_in_region(
     log.rows(table, unknown, column, lambda i: (
         f"GEOID {g.iloc[i]} is not a tract in the boundaries file (list it in region.ignore_geoids "
         "if it is a known water or special tract)"))
-    return in_counties & is_known
+    return in_counties & is_known & ~ignored  # an ignored tract is left out everywhere, boundaries included

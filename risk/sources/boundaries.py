@@ -1,4 +1,7 @@
-"""Tract boundaries from GeoJSON or GeoPackage: they define which tracts exist.
+"""Tract boundaries from GeoJSON, GeoPackage or shapefile: they define which tracts exist.
+
+A statewide file (a Census cartographic-boundary shapefile, ``cb_2018_53_tract_500k.shp``) is cut to the
+region's counties; a shapefile's ``.shx`` and ``.dbf`` must lie beside it, and its ``.prj`` gives the CRS.
 
 Coordinates are checked against the CRS the file declares before anything
 projects them: projected values read as degrees (or degrees as metres) would
@@ -18,7 +21,7 @@ from pyproj import Transformer
 from pyproj.exceptions import ProjError
 
 from risk.core.settings import BoundariesSource, RegionSettings
-from risk.sources._bounded import Refused, check_size
+from risk.sources._bounded import ReadLimits, Refused, check_size
 from risk.sources._tables import ProblemLog, normalise_geoids
 from risk.sources.family import Context, Family
 
@@ -34,19 +37,23 @@ _AREA_MARGIN = 1.0
 
 Bounds = tuple[float, float, float, float]
 
+_SHAPEFILE_PARTS = (".shx", ".dbf")
+"""Files a shapefile needs beside its ``.shp``: the shape index and the attributes (the ``.prj`` is optional: without
+it the CRS is judged from the coordinates, as for any file without one)."""
+
 
 def load_boundaries(cfg: BoundariesSource, region: RegionSettings, log: ProblemLog) -> gpd.GeoDataFrame | None:
     """Tracts of the region as a GeoDataFrame indexed by GEOID (columns ``name``, ``geometry``)."""
     path = cfg.path
     try:
-        check_size(path, log.limits)
+        _check_files(path, log.limits)
         frame = gpd.read_file(path, layer=cfg.layer, engine="pyogrio")
     except Refused as e:
         log.add(path, e.message)
         return None
     except (DataSourceError, DataLayerError, ValueError, OSError) as e:
         reason = str(e).splitlines()[0].split(";")[0].replace(f"'{path}' ", "")
-        log.add(path, f"cannot read as GeoJSON/GeoPackage: {reason}")
+        log.add(path, f"cannot read as GeoJSON, GeoPackage or shapefile: {reason}")
         return None
     if frame.empty:
         log.add(path, "no features in the file")
@@ -75,13 +82,29 @@ def load_boundaries(cfg: BoundariesSource, region: RegionSettings, log: ProblemL
     for i in np.flatnonzero(dup.to_numpy())[:5]:
         log.add(path, f"GEOID {out['geoid'].iloc[i]} appears more than once", line=int(i) + 1,
                 column=cfg.geoid_column)
-    keep = out["geoid"].notna() & ~empty & ~dup & out["geoid"].str[:5].isin(region.county_fips)
+    keep = (out["geoid"].notna() & ~empty & ~dup & out["geoid"].str[:5].isin(region.county_fips)
+            & ~out["geoid"].isin(region.ignore_geoids))
     out = out[keep.to_numpy()]
     if out.empty:
         log.add(path, f"no tracts in the region's counties {list(region.county_fips)}")
         return None
     return out.set_index("geoid").sort_index()
 
+
+def _check_files(path: Path, limits: ReadLimits) -> None:
+    """Refuse a file over the size limit, or a shapefile whose companion files are missing or over it."""
+    check_size(path, limits)
+    if path.suffix.lower() != ".shp":
+        return
+    for suffix in _SHAPEFILE_PARTS:
+        part = next((p for p in (path.with_suffix(suffix), path.with_suffix(suffix.upper())) if p.exists()), None)
+        if part is None:
+            raise Refused(f"a shapefile is several files side by side, and {path.stem}{suffix} is missing: copy "
+                          f"the .shp, .shx, .dbf and .prj of {path.stem} together")
+        try:
+            check_size(part, limits)
+        except Refused as e:
+            raise Refused(f"{part.name}: {e.message}") from e
 
 
 def _in_degrees(frame: gpd.GeoDataFrame, path: Path, log: ProblemLog) -> gpd.GeoDataFrame | None:

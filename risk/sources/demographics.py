@@ -1,10 +1,15 @@
-"""Demographic vintages: the UDP tract database and raw Census/ACS tables.
+"""Demographic vintages: the UDP tract database (or UDP's typology output) and raw Census/ACS tables.
 
 Output is long: one row per (tract, measure, vintage) with the vintage's
 release date, so features can take, per measure, the newest vintage published
 by the as-of date. A UDP database also gives the raw columns the UDP typology
 reads, wide and dated by column (:mod:`risk.sources.udp_columns`), from the same
 read and the same checks.
+
+UDP's typology output (``<Metro>_typology_output.csv``, format ``udp_typology_output``) holds every column of
+its database (``geometry`` aside) plus the typology's flags, so the database loader reads it unchanged.
+UDP writes GEOIDs as numbers, so a California file's have 10 digits: their leading 0 is restored without a
+warning (it is the published format, not damage), but a file mixing 10 and 11 digits is still an error.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from risk.sources._tables import (
 from risk.sources.family import Codec, Context, Family, known_rows
 from risk.sources.udp_columns import UdpColumns, udp_columns
 
+UDP_FORMATS = ("udp_database", "udp_typology_output")
+"""Formats read by :func:`load_udp_database`: one wide row per tract, columns suffixed by vintage."""
 LONG_COLUMNS = ["geoid", "measure", "value", "vintage", "released"]
 MIN_RELEASE_GAP = pd.Timedelta(days=730)
 """An annual change compares a tract's newest release with the newest at least this much older: the features'
@@ -81,7 +88,7 @@ def check_measure(table: Table, values: pd.Series, measure: str, column: str, lo
 
 def _geoids(table: Table, region: RegionSettings, known: pd.Index, log: ProblemLog) -> tuple[pd.Series, np.ndarray]:
     column = "GEOID" if "GEOID" in table.frame.columns else "FIPS"
-    geoids = check_geoids(table, column, log)
+    geoids = check_geoids(table, column, log, region.county_fips, announce=False)
     keep = keep_in_region(table, geoids, column, known, region.county_fips, region.ignore_geoids, log)
     dup = check_duplicates(table, pd.DataFrame({column: geoids}), column, log)
     return geoids, keep & ~dup & geoids.notna().to_numpy()
@@ -112,7 +119,8 @@ def _udp_vintage(table: Table, v: Vintage, geoids: pd.Series, keep: np.ndarray, 
 
 def load_udp_database(cfg: DemographicsSource, region: RegionSettings, known: pd.Index,
                       encoding: str, log: ProblemLog) -> Demographics:
-    """The UDP/Census tract database: one wide row per tract, columns suffixed by vintage."""
+    """The UDP/Census tract database or UDP's typology output: one wide row per tract, columns suffixed by
+    vintage."""
     assert cfg.path is not None
     table = read_table(cfg.path, log, encoding=encoding, required=(), any_of=[("GEOID", "FIPS")],
                        dtype={"GEOID": str, "FIPS": str})
@@ -154,7 +162,7 @@ def _college(frame: pd.DataFrame, s: str) -> pd.Series | None:
 
 def _low_income_share(frame: pd.DataFrame, s: str, income: pd.Series) -> pd.Series | None:
     """Households under 80% of the regional median (median of tract medians), interpolated within bins."""
-    bins = sorted(((int(m.group(1)), c) for c in frame.columns if (m := re.fullmatch(rf"I_(\d+)_{s}", c))))
+    bins = sorted((int(m.group(1)), c) for c in frame.columns if (m := re.fullmatch(rf"I_(\d+)_{s}", c)))
     if len(bins) < 3 or income.notna().sum() == 0:
         return None
     threshold = 0.8 * float(income.median())
@@ -218,7 +226,7 @@ def load_census_tables(cfg: DemographicsSource, region: RegionSettings, known: p
 def load_demographics(cfg: DemographicsSource, region: RegionSettings, known: pd.Index,
                       encoding: str, log: ProblemLog) -> Demographics:
     """Demographic vintages in long form (and a UDP database's typology columns), from the configured format."""
-    if cfg.format == "udp_database":
+    if cfg.format in UDP_FORMATS:
         return load_udp_database(cfg, region, known, encoding, log)
     return Demographics(load_census_tables(cfg, region, known, encoding, log))
 

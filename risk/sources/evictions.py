@@ -5,11 +5,17 @@ censuses are interpolated toward the *next* census, so only the anchor years
 (real census counts) are kept, each usable from its release date. The
 demographic columns are step functions of Census/ACS releases, so each year's
 values are dated by the release they come from, not by the year.
+
+Columns are found by name, in any order. Two damaged variants seen in the wild are repaired with one warning
+each: GEOIDs whose leading 0 was lost (``geoid_leading_zero_restored``, :func:`risk.sources._tables.check_geoids`)
+and a file re-saved through a parser that split the quoted parent-location at its comma
+(``shifted_fields_repaired``, :func:`unshift`); what cannot be repaired safely is an error
+(``geoid_leading_zero_ambiguous``, ``shifted_fields_ambiguous``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 
 import numpy as np
@@ -19,6 +25,7 @@ from risk.core import clock
 from risk.core.settings import EvictionsSource, RegionSettings
 from risk.sources._tables import (
     ProblemLog,
+    Table,
     check_duplicates,
     check_geoids,
     check_range,
@@ -41,6 +48,16 @@ _DEMOGRAPHIC_COLUMNS = {
     "median-property-value": ("median_home_value", 1.0),
 }
 
+SHIFTED_REPAIRED = "shifted_fields_repaired"
+"""Warning: a parent-location split in two fields was joined again and the later columns moved back."""
+SHIFTED_AMBIGUOUS = "shifted_fields_ambiguous"
+"""Error: rows of a file with a split parent-location that cannot be moved back with certainty."""
+_PARENT = "parent-location"
+_COUNTY_HALF = r'"[^",]+'
+"""The first half of a split ``"Cuyahoga County, Ohio"``: ``"Cuyahoga County``."""
+_STATE_HALF = r' [A-Za-z][A-Za-z .]*"'
+"""The second half: `` Ohio"``."""
+
 EVICTION_COLUMNS = ["geoid", "year", "filings", "judgments", "renters", "available"]
 """``renters`` is Eviction Lab's yearly (interpolated) count: exposure for outcome labels only,
 never a feature denominator (it leans on the next census)."""
@@ -58,9 +75,9 @@ def load_evictions(cfg: EvictionsSource, region: RegionSettings, known: pd.Index
                    encoding: str, log: ProblemLog, today: date | None = None) -> Evictions | None:
     """Parse and check an Eviction Lab tract CSV."""
     table = read_table(cfg.path, log, encoding=encoding, required=REQUIRED, dtype={"GEOID": str})
-    if table is None:
+    if table is None or (table := unshift(table, log)) is None:
         return None
-    geoids = check_geoids(table, "GEOID", log)
+    geoids = check_geoids(table, "GEOID", log, region.county_fips)
     year = to_number(table, "year", log)
     this_year = (today or clock.today()).year
     if 1678 <= year.max() < 2262:  # a year past this one is in the future from its 1 January (NaN: no year)
@@ -82,7 +99,7 @@ def load_evictions(cfg: EvictionsSource, region: RegionSettings, known: pd.Index
         check_range(table, rate, "eviction-filing-rate", log, low=0.0,
                     high=100 * cfg.max_filings_per_renter_household, what="rate per 100 renter households")
     keep = keep_in_region(table, geoids, "GEOID", known, region.county_fips, region.ignore_geoids, log)
-    dup = check_duplicates(table, pd.DataFrame({"GEOID": geoids, "year": year}), "GEOID", log)
+    dup = check_duplicates(table, pd.DataFrame({"GEOID": geoids, "year": year}), "GEOID", log, within=keep)
     keep &= ~dup & geoids.notna().to_numpy() & year.notna().to_numpy() & year_is_int
     if "low-flag" in table.frame.columns:
         flagged = int((pd.to_numeric(table.frame["low-flag"], errors="coerce") == 1).sum())
@@ -98,6 +115,65 @@ def load_evictions(cfg: EvictionsSource, region: RegionSettings, known: pd.Index
     })
     demo = _demographics(cfg, table, geoids, y, keep, renters, log)
     return Evictions(counts=counts.sort_values(["geoid", "year"], ignore_index=True), demographics=demo)
+
+
+def unshift(table: Table, log: ProblemLog) -> Table | None:
+    """The table with a split parent-location joined again, unchanged when none is split, or None once the rows
+    that cannot be repaired are recorded.
+
+    A re-saved file (Eviction Lab's Ohio tracts, for one) has an unnamed index column first, and its quoted
+    ``"Cuyahoga County, Ohio"`` split at the comma: each row holds one field more than the named columns, every
+    column after parent-location holds its left neighbour's value, and the last (``subbed``) is lost.
+    """
+    columns = list(table.frame.columns)
+    if _PARENT not in columns[:-1]:
+        return table
+    at = columns.index(_PARENT)
+    if pd.api.types.is_numeric_dtype(table.frame[columns[at + 1]]):
+        return table  # the column after it holds numbers (population, as published): nothing is split
+    left = table.frame[_PARENT].astype("string")
+    right = table.frame[columns[at + 1]].astype("string")
+    county = left.str.fullmatch(_COUNTY_HALF).fillna(False).to_numpy(dtype=bool)
+    state = right.str.fullmatch(_STATE_HALF).fillna(False).to_numpy(dtype=bool)
+    if not (county | state).any():
+        return table
+    if not _unnamed(columns[0]) or not (county & state).all():
+        _ambiguous(table, left, right, (county, state), _unnamed(columns[0]), log)
+        return None
+    log.add(table.path, f"{SHIFTED_REPAIRED}: in all {len(county)} rows the parent-location was split in two "
+            f"fields at its comma (such as '{left.iloc[0]}' and '{right.iloc[0]}'), moving every later column one "
+            f"place right; the fields were joined, the later columns moved back, the unnamed first column dropped, "
+            f"and '{columns[-1]}', pushed out of the row, is missing", column=_PARENT, severity="warning")
+    return replace(table, frame=_joined(table.frame, at, left, right))
+
+
+def _unnamed(column: str) -> bool:
+    """A header field left empty (pandas names it ``Unnamed: 0``): an index column written with the rows."""
+    return column == "" or column.startswith("Unnamed: ")
+
+
+def _ambiguous(table: Table, left: pd.Series, right: pd.Series, halves: tuple[np.ndarray, np.ndarray],
+               indexed: bool, log: ProblemLog) -> None:
+    """Record the rows of a file with a split parent-location that cannot be repaired with certainty: rows whose
+    two fields are not both halves, or, without an index column, every row showing a half."""
+    county, state = halves
+    if indexed:
+        rows, why = ~(county & state), "do not look like the two halves of a split \"County, State\""
+    else:
+        rows, why = county | state, ("look split, but the header has no unnamed index column, so the row holds no "
+                                     "more fields than the header names and which column was lost is unknown")
+    log.rows(table, rows, _PARENT, lambda i: (
+        f"{SHIFTED_AMBIGUOUS}: the file's parent-location is split in two fields; this row's "
+        f"'{left.iloc[i]}' and '{right.iloc[i]}' {why}; re-export the file from Eviction Lab"))
+
+
+def _joined(frame: pd.DataFrame, at: int, left: pd.Series, right: pd.Series) -> pd.DataFrame:
+    """The frame of a shifted file put back: index column dropped, halves joined, later columns moved left."""
+    columns = list(frame.columns)
+    parent = (left.str[1:] + "," + right.str[:-1]).rename(_PARENT)
+    later = frame[columns[at + 2:]].set_axis(columns[at + 1:-1], axis=1)
+    lost = pd.Series(np.nan, index=frame.index, name=columns[-1])
+    return pd.concat([frame[columns[1:at]], parent, later, lost], axis=1)
 
 
 def _demographics(cfg: EvictionsSource, table, geoids: pd.Series, year: pd.Series, keep: np.ndarray,
