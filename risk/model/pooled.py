@@ -384,6 +384,11 @@ def run_pooled_backtest(settings: Settings, regions: list[RegionInput], outcome_
     spec = outcome_spec(name)
     counts = {r: _null_counts(outcomes[r], next(x for x in regions if x.name == r).sources, p,
                               settings) for r, p in panels.items()}
+    for r, rows in list(counts.items()):
+        if not sum(c.positives + c.negatives for c in rows):  # every label read data found broken
+            why = "; ".join(dict.fromkeys(w for d in panels[r] for w in d.excluded))
+            missing[r] = f"every label left out (broken source data): {why}"[:600]
+            del counts[r], panels[r]
     gate = {}
     for r, rows in counts.items():
         observed, null, ok = null_check(rows, spec.null_ratio)
@@ -438,7 +443,7 @@ def _leave_one_out(cases: list[_Case], minimum: int, held: list[int], features: 
     except BacktestError as e:
         return None, str(e)
     return {"models": _models_json(metrics, cis), "lightgbm_vs_best_baseline": vs_best,
-            "lightgbm_vs_udp_typology": udp, "regions": names}, ""
+            "lightgbm_vs_udp_typology": udp, "regions": sorted(set(preds["region"]))}, ""
 
 
 def _pooled_result(name: str, outcome: Outcome, settings: Settings, preds: pd.DataFrame,

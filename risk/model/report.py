@@ -157,7 +157,8 @@ def _loro_section(p: PooledExtras) -> Section:
     best = loro["lightgbm_vs_best_baseline"]["baseline"]
     rows = [[_label(m), f"{x['pr_auc']:.3f} ({x['pr_auc_ci95'][0]:.3f}-{x['pr_auc_ci95'][1]:.3f})"]
             for m, x in loro["models"].items() if x]
-    note = (f"Each region's held-out origins scored by a model trained on the other regions only. LightGBM / "
+    note = (f"Each region's held-out origins scored by a model trained on the other regions only (regions with "
+            f"training origins in the others: {', '.join(loro['regions'])}). LightGBM / "
             f"{_label(best)}: {_ratio(loro['lightgbm_vs_best_baseline'])}; LightGBM / UDP typology: "
             f"{_ratio(loro['lightgbm_vs_udp_typology'])}.")
     return Section("Leave one region out (what a new city would get)", [note], ["model", "PR-AUC (95% CI)"], rows)
