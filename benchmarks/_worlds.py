@@ -12,13 +12,14 @@ DATA = Path.home() / ".cache" / "risk-bench"
 """Default folder of the worlds: outside the checkout, kept between runs (85,000 tracts is 1.5 GB)."""
 
 
-def synthetic_world(data: Path, tracts: int, years: int) -> Path:
-    """The folder of the world of ``tracts`` tracts over ``years`` years under ``data``, written if missing."""
-    folder = data / f"synth-{tracts}x{years}"
+def synthetic_world(data: Path, tracts: int, years: int, regions: int = 1) -> Path:
+    """The folder of the world of ``tracts`` tracts over ``years`` years (its counties split into ``regions``
+    regions) under ``data``, written if missing."""
+    folder = data / (f"synth-{tracts}x{years}" + (f"-{regions}regions" if regions > 1 else ""))
     if not (folder / "config.yaml").exists():
         print(f"writing a synthetic world of {tracts:,} tracts x {years} years to {folder} ...", flush=True)
-        subprocess.run([str(RISK), "synth", "--tracts", str(tracts), "--years", str(years), "--out", str(folder)],
-                       check=True)
+        subprocess.run([str(RISK), "synth", "--tracts", str(tracts), "--years", str(years), "--out", str(folder),
+                        "--regions", str(regions)], check=True)
     return folder
 
 

@@ -156,8 +156,8 @@ def _world(case: str, years: int, data: Path) -> tuple[Path, str | None]:
     """The config to copy for a case and the as-of date of its run."""
     if case == "king":
         return ROOT / "config.yaml", None
-    tracts = int(case)
-    return synthetic_world(data, tracts, years) / "config.yaml", f"{2000 + years}-03-01"
+    tracts, _, regions = case.partition("r")  # "85000r6": 85,000 tracts in six regions
+    return synthetic_world(data, int(tracts), years, int(regions or 1)) / "config.yaml", f"{2000 + years}-03-01"
 
 
 def _fresh_config(world: Path, state: Path) -> Path:
@@ -194,7 +194,9 @@ def _withheld(config: Path, state: Path) -> Path:
     import yaml
 
     data = yaml.safe_load(config.read_text())
-    source = (config.parent / data["sources"]["evictions"]["path"]).resolve()
+    # several regions share one eviction file: withhold its newest year for all of them
+    sections = [r["sources"] for r in data["regions"]] if "regions" in data else [data["sources"]]
+    source = (config.parent / sections[0]["evictions"]["path"]).resolve()
     with source.open(newline="") as f:
         lines = f.readlines()
     year = next(csv.reader(lines[:1])).index("year")
@@ -202,7 +204,9 @@ def _withheld(config: Path, state: Path) -> Path:
     newest = max(years)
     copy = state / f"evictions-to-{newest - 1}.csv"
     copy.write_text(lines[0] + "".join(line for line, y in zip(lines[1:], years, strict=True) if y != newest))
-    data["sources"]["evictions"]["path"] = str(copy)
+    for section in sections:
+        if "evictions" in section:
+            section["evictions"]["path"] = str(copy)
     out = config.with_name(f"{config.stem}-withheld.yaml")  # beside it: the other paths are relative to it
     out.write_text(yaml.safe_dump(data, sort_keys=False))
     return out
@@ -273,7 +277,8 @@ def _report(case: str, runs: list[dict], title: str) -> None:
 def main() -> None:
     """Run the cases and print one table per case."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", default="king,8500,85000", help="king and/or tract counts, comma-separated")
+    parser.add_argument("--cases", default="king,8500,85000", help="king and/or tract counts, comma-separated; "
+                        "85000r6 splits the world's counties into six regions")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--years", type=int, default=20)
     parser.add_argument("--data", type=Path, default=DATA)
