@@ -15,6 +15,7 @@ import geopandas as gpd
 import pandas as pd
 
 from risk.core.errors import DataValidationError, Problem
+from risk.core.files import EntryStore
 from risk.core.settings import Settings, TierSettings
 from risk.model.backtest import Backtest
 from risk.model.engines.configured import features as engine_features
@@ -40,12 +41,15 @@ class Project:
         return len(self.regions) > 1
 
 
-def load_regions(settings: Settings, today: date | None = None) -> list[RegionInput]:
-    """Every region's sources; every problem of every region is reported together, then the errors refuse."""
+def load_regions(settings: Settings, today: date | None = None, *, reuse: bool = False) -> list[RegionInput]:
+    """Every region's sources; every problem of every region is reported together, then the errors refuse.
+
+    ``reuse`` reads families whose files did not change from ``paths.cache`` (keyed by region as well)."""
+    store = EntryStore(settings.paths.cache) if reuse and settings.paths.cache is not None else None
     regions: list[RegionInput] = []
     problems: list[Problem] = []
     for regional in settings.regional():
-        sources, found = collect(regional, today)
+        sources, found = collect(regional, today, store)
         problems += found
         if sources is not None:
             regions.append(RegionInput(regional.region.name, regional, sources))
@@ -60,7 +64,7 @@ def load_project(settings: Settings, today: date | None = None, *, reuse: bool =
         sources = load_sources(settings, today, reuse=reuse)
         tracts = sources.tracts.assign(region=settings.region.name)
         return Project([RegionInput(settings.region.name, settings, sources)], replace(sources, tracts=tracts))
-    regions = load_regions(settings, today)
+    regions = load_regions(settings, today, reuse=reuse)
     return Project(regions, combine(regions))
 
 
