@@ -1,4 +1,4 @@
-"""Write examples/regions.yaml: every region of ../shared/data that has tract boundaries, with its sources.
+"""Write examples/regions.yaml: every region of ../shared/data with the sources it has.
 
 The county lists and the tracts to ignore (water tracts in a source file but not in the boundaries) are
 derived from the files themselves, so the example can be rebuilt when the data change:
@@ -32,7 +32,8 @@ EVICTION_VINTAGES = [
 ]
 ANCHORS = [{"year": 2000, "released": "2001-08-01"}, {"year": 2010, "released": "2011-06-30"}]
 BROKEN = {"25003935200": "conflicting rows per year in the Massachusetts file",
-          "25003935300": "conflicting rows per year in the Massachusetts file"}
+          "25003935300": "conflicting rows per year in the Massachusetts file",
+          "45063980100": "special-use tract 9801 with 0-1 renter households and 5-18 filings a year"}
 
 
 def _geoids(path: Path, column: str = "GEOID") -> set[str]:
@@ -51,17 +52,26 @@ def _udp(path: str) -> dict[str, object]:
     return {"format": "udp_typology_output", "path": f"{REL}/{path}", "vintages": UDP_VINTAGES}
 
 
-def _region(name: str, counties: list[str], boundaries: str, **sources: object) -> dict[str, object]:
+def _region(name: str, counties: list[str], boundaries: str | None, **sources: object) -> dict[str, object]:
+    """One region; without ``boundaries`` its tracts are those its sources name, so only broken tracts are
+    ignored (with boundaries, also the water tracts a source file has and the boundaries lack)."""
+    broken = {g for g in BROKEN if g[:5] in counties}
+    if boundaries is None:
+        return {"name": name, "county_fips": counties, "ignore_geoids": sorted(broken), "sources": sources}
     bnd = SHARED / boundaries
     known = {g for g in _geoids(bnd) if g[:5] in counties}
     found: set[str] = set()
     for spec in sources.values():
         path = SHARED / str(spec["path"]).removeprefix(f"{REL}/")  # type: ignore[index]
         found |= {g for g in _geoids(path) if g[:5] in counties}
-    ignore = sorted((found - known) | {g for g in BROKEN if g[:5] in counties})
+    ignore = sorted((found - known) | broken)
     return {"name": name, "county_fips": counties, "ignore_geoids": ignore,
             "sources": {"boundaries": {"path": f"{REL}/{boundaries}", "geoid_column": "GEOID",
                                        "name_column": "NAME"}, **sources}}
+
+
+def _udp_database(path: str) -> dict[str, object]:
+    return {"format": "udp_database", "path": f"{REL}/{path}", "vintages": UDP_VINTAGES}
 
 
 def _counties(path: str, drop: tuple[str, ...] = ()) -> list[str]:
@@ -69,7 +79,7 @@ def _counties(path: str, drop: tuple[str, ...] = ()) -> list[str]:
 
 
 def regions() -> list[dict[str, object]]:
-    """Every region with boundaries, its counties disjoint from the others'."""
+    """Every region, its counties disjoint from the others'."""
     wa, ma = f"{BND}/cb_2018_53_tract_500k.shp", f"{BND}/cb_2018_25_tract_500k.shp"
     oh, ga = f"{BND}/cb_2018_39_tract_500k.shp", f"{BND}/cb_2018_13_tract_500k.shp"
     seattle = ("53033", "53053", "53061")
@@ -93,22 +103,37 @@ def regions() -> list[dict[str, object]]:
                 evictions=_evictions(f"{EV}/DC/evictionlab_v1_tracts_DC.csv")),
         _region("Atlanta metro", _counties(f"{UDP}/Atlanta/Atlanta_typology_output.csv"), ga,
                 demographics=_udp(f"{UDP}/Atlanta/Atlanta_typology_output.csv")),
+        # no boundary file in ../shared/data: these regions run on the tracts their sources name
+        _region("South Carolina", _counties(f"{EV}/SC/evictionlab_v1_tracts_SC.csv"), None,
+                evictions=_evictions(f"{EV}/SC/evictionlab_v1_tracts_SC.csv")),
+        _region("San Diego County", ["06073"], None,
+                evictions=_evictions(f"{EV}/CA_SanDiego/evictionlab_v1_tracts_SanDiego_06073.csv")),
+        *(_region(f"{label} County", _counties(f"{UDP}/{folder}/{folder}_typology_output.csv"), None,
+                  demographics=_udp(f"{UDP}/{folder}/{folder}_typology_output.csv"))
+          for folder, label in (("Riverside", "Riverside"), ("SanBernardino", "San Bernardino"),
+                                ("Imperial", "Imperial"), ("Ventura", "Ventura"))),
+        *(_region(f"{label} County", _counties(f"{UDP}/{folder}/{folder}_database_2018.csv"), None,
+                  demographics=_udp_database(f"{UDP}/{folder}/{folder}_database_2018.csv"))
+          for folder, label in (("Monterey", "Monterey"), ("SanLuisObispo", "San Luis Obispo"),
+                                ("SantaBarbara", "Santa Barbara"), ("SantaCruz", "Santa Cruz"))),
     ]
 
 
 HEADER = """\
-# Every region of ../shared/data that has tract boundaries, each with the sources it has (written by
-# scripts/regions_example.py from the files themselves). Tests and benchmarks only: these files may not be
-# bundled (Eviction Lab: citation required; UDP outputs: GPL-3.0 data).
+# Every region of ../shared/data, each with the sources it has (written by scripts/regions_example.py from the
+# files themselves). Tests and benchmarks only: these files may not be bundled (Eviction Lab: citation
+# required; UDP outputs: GPL-3.0 data).
 #
 #   risk --config examples/regions.yaml validate
 #   risk --config examples/regions.yaml backtest --outcome eviction_surge --json
 #   risk --config examples/regions.yaml backtest --outcome low_income_loss --json
 #
-# Not here yet: South Carolina, San Diego and the California UDP regions (no boundary file in ../shared/data;
-# running without boundaries is issue 21), Boston and San Francisco (raw Census downloads).
-# ignore_geoids: water tracts present in a source file but not in the boundaries, and tracts 25003935200 and
-# 25003935300, whose Massachusetts rows are conflicting copies per year (`risk validate` names them otherwise).
+# South Carolina, San Diego and the California UDP regions have no boundary file in ../shared/data: they run on
+# the tracts their sources name, without spatial features. Not here: Boston and San Francisco, whose raw Census
+# downloads would need UDP's low-income counts recomputed.
+# ignore_geoids: water tracts present in a source file but not in the boundaries; tracts 25003935200 and
+# 25003935300, whose Massachusetts rows are conflicting copies per year; and 45063980100, a special-use tract
+# with 0-1 renter households and up to 18 filings a year (`risk validate` names each of them otherwise).
 """
 
 

@@ -102,3 +102,15 @@ def test_backtest_cli_prints_one_json_object(tmp_path: Path) -> None:
     doc = json.loads(result.stdout)
     assert doc["outcome"] == "eviction_surge" and doc["origins"]
     assert (tmp_path / "reports" / "backtest-eviction_surge" / "calibration.png").exists()
+
+
+def test_an_outcome_that_fails_its_null_check_is_reported_and_not_trained(tmp_path: Path) -> None:
+    # a "surge" of any rise at all at the 45% level: no-change worlds give almost as many positives as observed
+    config = bundled_config_copy(tmp_path, "\nmodel: {bootstrap: 50, null_simulations: 5, eviction_surge: "
+                                           "{alpha: 0.45, min_rise: 0.0}}\n")
+    result = CliRunner().invoke(main, ["--config", str(config), "train", "--outcome", "eviction_surge"])
+    assert result.exit_code == 3, result.output
+    assert "every origin fails its null check" in result.output and "nothing is trained" in result.output
+    assert "Traceback" not in result.output
+    models = tmp_path / "models"
+    assert not models.exists() or not any(p.is_dir() for p in models.iterdir())

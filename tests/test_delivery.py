@@ -34,7 +34,7 @@ from smtp import Received, SmtpServer
 from sqlalchemy import Engine
 
 from risk.alerts.digests import RunOutputs, compose
-from risk.alerts.messages import TractRow, build_message
+from risk.alerts.messages import Outgoing, TractRow, build_message
 from risk.alerts.rules import Alert, decide, idempotency_key, week_of
 from risk.core.settings import (
     AlertSettings,
@@ -45,7 +45,6 @@ from risk.core.settings import (
     load_settings,
 )
 from risk.core.store import engine_for, latest_decisions, run_scores
-from risk.alerts.messages import Outgoing
 from risk.delivery.outbox import outbox_rows, queue, send_queued
 from risk.features.build import build_features
 from risk.features.dictionary import feature_names

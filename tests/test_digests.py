@@ -26,6 +26,7 @@ import risk.alerts.digests
 from risk.alerts.digests import RunOutputs, compose
 from risk.alerts.messages import (
     MAIL_POLICY,
+    Outgoing,
     TractRow,
     build_message,
     one_line,
@@ -33,7 +34,6 @@ from risk.alerts.messages import (
 )
 from risk.core.settings import AlertSettings, Recipient, Settings
 from risk.core.templating import TEMPLATES, environment
-from risk.alerts.messages import Outgoing
 from risk.sources import Sources
 
 AS_OF = date(2019, 3, 1)

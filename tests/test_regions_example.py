@@ -26,9 +26,28 @@ def _named(messages: list[str], *parts: str) -> bool:
     return any(all(p in m for p in parts) for m in messages)
 
 
+CALIFORNIA_UDP = ("Riverside County", "San Bernardino County", "Imperial County", "Ventura County",
+                  "Monterey County", "San Luis Obispo County", "Santa Barbara County", "Santa Cruz County")
+
+
 def test_every_region_of_the_example_is_read(messages: list[str]) -> None:
     report = validate(load_settings(EXAMPLE))
-    assert len({f.region for f in report.families}) == 8
+    assert len({f.region for f in report.families}) == 18
+    # South Carolina, San Diego and the California UDP regions have no boundary file: their sources name the tracts
+    unmapped = [m for m in messages if "no boundaries are configured" in m]
+    assert len(unmapped) == 2 + len(CALIFORNIA_UDP)
+
+
+def test_the_california_artefacts_are_named(messages: list[str]) -> None:
+    assert _named(messages, "geoid_leading_zero_restored", "SanDiego_06073.csv")
+    for region in CALIFORNIA_UDP:
+        # the 1990 renter and owner counts swapped, the 1990 non-white share never filled
+        assert _named(messages, "swapped_columns", region, "renter_share", "Census 1990")
+        assert _named(messages, "constant_column", region, "nonwhite_share", "Census 1990")
+    # UDP's 2000 low-income threshold, inconsistent with 2018's
+    for region in ("Riverside County", "San Bernardino County"):
+        assert _named(messages, "implausible_vintage_jump", region, "low_income_households", "Census 2000",
+                      "ACS 2014-2018")
 
 
 def test_the_known_artefacts_are_named(messages: list[str]) -> None:

@@ -30,7 +30,7 @@ from risk.sources._tables import (
     LEADING_ZERO_RESTORED,
     ProblemLog,
 )
-from risk.sources.boundaries import load_boundaries
+from risk.sources.boundaries import load_boundaries, tract_number
 from risk.sources.demographics import Demographics, load_demographics
 from risk.sources.evictions import (
     SHIFTED_AMBIGUOUS,
@@ -291,7 +291,8 @@ def test_udp_public_geopackage_loads_with_its_numeric_geoids_as_tract_codes() ->
                              region, log)
     assert tracts is not None and not log.items
     assert set(tracts.index) == set(_tracts("13", region)) and len(tracts) == 204
-    assert tracts.crs.to_epsg() == 4326 and (tracts["name"] == tracts.index).all()  # no NAME column: the GEOID
+    # no NAME column: the tract's number, as the Census writes it
+    assert tracts.crs.to_epsg() == 4326 and (tracts["name"] == [tract_number(g) for g in tracts.index]).all()
 
 
 # ------------------------------------------------------------------ 3: UDP typology output as demographics

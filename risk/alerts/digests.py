@@ -96,7 +96,9 @@ def compose(settings: Settings, tracts: gpd.GeoDataFrame, run: RunOutputs, pictu
         _waterfalls(run.model, run.features, top, pictures)
         area_key = frozenset(follows)
         if chosen and area_key not in pictures.maps:
-            pictures.maps[area_key] = area_map(tracts, set(follows), {a.geoid: a.tier for a in alerts})
+            drawn = area_map(tracts, set(follows), {a.geoid: a.tier for a in alerts})
+            if drawn is not None:
+                pictures.maps[area_key] = drawn
         rows = tract_rows(chosen, names, sentences, settings.delivery.base_url, {g: f"drivers-{g}" for g in top})
         mine = _regions_of(tracts, follows)
         return render_body(settings, kind, run.as_of, rows, areas_, pictures.maps.get(area_key) if chosen else None,

@@ -106,12 +106,16 @@ def _rings(geometry: gpd.GeoSeries) -> MplPath | None:
     return MplPath(coords, codes)
 
 
-def area_map(tracts: gpd.GeoDataFrame, area: set[str], flagged: dict[str, str]) -> bytes:
-    """A static map of the area's tracts with flagged tracts coloured by tier.
+def area_map(tracts: gpd.GeoDataFrame, area: set[str], flagged: dict[str, str]) -> bytes | None:
+    """A static map of the area's tracts with flagged tracts coloured by tier; None when none of them has a shape
+    (a region configured without boundaries: the e-mail's table stands alone).
 
     Each colour is one path drawn once, not a patch per tract: at national scale a patch per tract takes tens of
     seconds per map."""
     shown = tracts.loc[sorted(area)] if area else tracts
+    shown = shown[shown.geometry.notna().to_numpy()]
+    if shown.empty:
+        return None
     # e-mail pictures are small: simplified outlines draw faster and look the same
     shown = shown.set_geometry(shown.geometry.simplify(0.0003))
     fig, ax = plt.subplots(figsize=(5.5, 5.5), dpi=90)

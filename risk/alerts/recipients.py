@@ -86,9 +86,12 @@ def check_recipients(settings: Settings, recipients: list[Recipient], tracts: gp
     if not unknown:
         return
     in_file = len(settings.alerts.recipients)
+    # a tract without a shape cannot lie in a named area: say so rather than leave the reader to guess
+    why = (" (the tracts have no boundaries, so no tract can lie in an area of alerts.areas_file)"
+           if settings.alerts.areas_file is not None and not tracts.geometry.notna().any() else "")
     issues = [(f"alerts.recipients.{i}.areas" if i < in_file else "alerts.recipients_csv",
                f"recipient {r.name or r.email} <{r.email}> follows '{area}', which matches no tract "
-               "(an 11-digit GEOID, a 5-digit county FIPS code, 'all' or a name in alerts.areas_file)")
+               f"(an 11-digit GEOID, a 5-digit county FIPS code, 'all' or a name in alerts.areas_file){why}")
               for i, r, area in unknown]
     raise config_error(settings, issues)
 

@@ -130,7 +130,7 @@ class OutcomeError(RiskError):
 
 
 class BacktestError(RiskError):
-    """The outcome has too few origins for a temporal backtest."""
+    """The outcome cannot be backtested (too few origins) or fails its null check (nothing to train on)."""
 
     exit_code = 3
 

@@ -116,14 +116,24 @@ class PathsSettings(_Section):
 
 
 class BoundariesSource(_Section):
-    """Tract boundaries (GeoJSON, GeoPackage or shapefile); they define the set of tracts. A statewide file, such
-    as a Census cartographic-boundary shapefile, is cut to `region.county_fips`; any declared CRS is converted."""
+    """Tract boundaries (any format geopandas reads, or a table with a WKT geometry column); they define the set of
+    tracts. A statewide file, such as a Census cartographic-boundary shapefile, is cut to `region.county_fips`;
+    any declared CRS is converted. Leave the section out to run without boundaries: the tracts are then those the
+    other sources name, spatial features are missing and the pages list tracts without a map."""
 
-    path: InputPath = Field(description="GeoJSON (.geojson/.json), GeoPackage (.gpkg) or shapefile (.shp, with its "
-                            ".shx, .dbf and .prj beside it, as unzipped from the Census's cb_2018_53_tract_500k.zip).")
+    path: InputPath = Field(description="GeoJSON (.geojson/.json), GeoPackage (.gpkg), shapefile (.shp, with its "
+                            ".shx, .dbf and .prj beside it, as unzipped from the Census's cb_2018_53_tract_500k.zip), "
+                            "any other format geopandas reads, or a CSV with `geometry_column`.")
     layer: str | None = Field(None, description="Layer name inside a GeoPackage (default: the first).")
     geoid_column: str = Field("GEOID", description="Column holding the 11-digit tract GEOID.")
-    name_column: str | None = Field("NAME", description="Column with a short tract name, if any.")
+    name_column: str | None = Field("NAME", description="Column with a short tract name, if any (without one, "
+                                    "a tract is named by its number: `Tract 9800.21`).")
+    geometry_column: str | None = Field(
+        None, description="A CSV's column of polygons as WKT text (`POLYGON ((...))`); the file is then read as "
+        "a table, not as a GIS file.")
+    crs: str | None = Field(
+        None, description="The CRS of a WKT column's coordinates (`EPSG:4326`); without it longitude/latitude is "
+        "assumed when the coordinates fit, with a warning.")
 
 
 class Vintage(_Section):
@@ -287,7 +297,9 @@ class PermitsSource(_Section):
 class SourcesSettings(_Section):
     """Input files, one entry per family."""
 
-    boundaries: BoundariesSource
+    boundaries: BoundariesSource | None = Field(
+        None, description="Tract polygons; without them the tracts are those the other sources name, and spatial "
+        "features, permit geocoding and the map are off.")
     demographics: DemographicsSource | None = Field(
         None, description="Census/ACS vintages; without them, demographic features are missing (and so is the "
         "low_income_loss outcome), though an Eviction Lab file still brings its own demographic columns.")

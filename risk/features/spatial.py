@@ -11,9 +11,13 @@ def neighbours(tracts: gpd.GeoDataFrame, tolerance_m: float = 5.0) -> pd.DataFra
     """Queen-contiguous pairs (``geoid``, ``neighbour``), both directions, no self pairs.
 
     Cartographic boundary files are generalised, so shared edges may not meet
-    exactly; polygons closer than ``tolerance_m`` metres count as touching.
+    exactly; polygons closer than ``tolerance_m`` metres count as touching. A tract without geometry (a region
+    configured without boundaries) has no neighbour, so its spatial lags are missing.
     """
-    projected = tracts[["geometry"]].to_crs(tracts.estimate_utm_crs())
+    shaped = tracts.loc[tracts.geometry.notna().to_numpy() & ~tracts.geometry.is_empty.to_numpy(), ["geometry"]]
+    if shaped.empty:
+        return pd.DataFrame({"geoid": pd.Series(dtype="object"), "neighbour": pd.Series(dtype="object")})
+    projected = shaped.to_crs(shaped.estimate_utm_crs())
     grown = projected.copy()
     grown["geometry"] = projected.buffer(tolerance_m / 2)
     pairs = gpd.sjoin(grown.reset_index(names="geoid"), grown.reset_index(names="neighbour"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -154,6 +154,9 @@ class Backtest:
     features: list[str] = field(default_factory=list)
     """The model columns LightGBM was judged with (and the production model is trained on); empty: every
     comparable feature."""
+    prior_features: list[str] = field(default_factory=list)
+    """The columns LightGBM's logistic prior was fitted on, when the chosen candidate boosts from a baseline on
+    some of them; empty: the prior uses every model column."""
     pooled: Regional | None = None
     """Several regions: each region's figures, leave-one-region-out and the model choice."""
 
@@ -252,9 +255,14 @@ def run_backtest(settings: Settings, sources: Sources, outcome_name: str | None 
     name = outcome_name or settings.model.outcome
     outcome = outcome_for(name, settings)
     features = model_feature_names(settings.features.spatial_lags)  # both learners see the same, comparable columns
-    panel = build_panel(outcome, sources, settings, progress, cache)
+    panel = _null_gated(build_panel(outcome, sources, settings, progress, cache), outcome, sources, settings, cache)
     minimum = outcome_spec(name).min_train_origins(settings)
     tests = [d for d in panel if len(d.labels) and len(closed_before(panel, d.origin)) >= minimum]
+    gated = [r for d in panel for r in d.excluded if "null check fails" in r]
+    if not any(len(d.labels) for d in panel) and gated:
+        raise BacktestError(f"{name}: every origin fails its null check, so its labels cannot be told from noise "
+                            f"and nothing is trained or judged ({'; '.join(gated[:3])}"
+                            + (f"; {len(gated) - 3} more)" if len(gated) > 3 else ")"))
     if not tests:
         left_out = "; ".join(dict.fromkeys(r for d in panel for r in d.excluded))
         raise BacktestError(f"{name}: no origin has {minimum} closed training origin(s) before it "
@@ -281,6 +289,27 @@ def run_backtest(settings: Settings, sources: Sources, outcome_name: str | None 
     if cache:
         log.info("work cache: %d entries reused, %d computed", cache.hits, cache.misses)
     return result
+
+
+def _null_gated(panel: list[OriginData], outcome: Outcome, sources: Sources, settings: Settings,
+                cache: WorkCache | None) -> list[OriginData]:
+    """The panel with every origin whose own null check fails emptied (not used to train or judge), the reason
+    joining its left-out labels."""
+    ratio = outcome_spec(outcome.name).null_ratio
+    counts = {c.origin.year: c for c in label_summary_for(outcome, sources, [d for d in panel if len(d.labels)],
+                                                          settings, cache)}
+    out = []
+    for d in panel:
+        c = counts.get(d.origin.year)
+        observed, null, ok = null_check([c], ratio) if c is not None else (0.0, 0.0, True)
+        if ok:
+            out.append(d)
+            continue
+        why = (f"origin {d.origin.year}: null check fails ({100 * null:.2f}% positives in no-change worlds against "
+               f"{100 * observed:.2f}% observed); not used to train or judge")
+        out.append(replace(d, X=d.X.iloc[:0], labels=d.labels.iloc[:0], excluded=[*d.excluded, why],
+                           key=f"{d.key}/null-gated" if d.key else ""))
+    return out
 
 
 @dataclass

@@ -96,8 +96,8 @@ class WorkCache(EntryStore):
     @staticmethod
     def _static(settings: Settings, sources: Sources) -> dict[str, object]:
         s = settings.sources
-        read_directly = {str(p) for p in (s.boundaries.path, s.permits.coverage_tracts if s.permits else None)
-                         if p is not None}
+        read_directly = {str(p) for p in (s.boundaries.path if s.boundaries else None,
+                                          s.permits.coverage_tracts if s.permits else None) if p is not None}
         # a file's name is not what was computed from it: a file read directly counts by its content, and a
         # table file not at all (the fingerprints of its records do), so a renamed or moved file, or next
         # year's eviction file under a new name, leaves every entry its records did not change

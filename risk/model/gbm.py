@@ -276,9 +276,11 @@ def _monotone(columns: list[str]) -> list[int]:
 
 
 def _fit(X: pd.DataFrame, y: np.ndarray, seed: int, rounds: int,
-         valid: tuple[pd.DataFrame, np.ndarray] | None = None) -> tuple[lgb.Booster, LinearPrior]:
-    """Stumps boosted from the logistic prior fitted on the same rows; early-stopped on ``valid`` if given."""
-    prior = LinearPrior.fit(X, y, seed)
+         valid: tuple[pd.DataFrame, np.ndarray] | None = None,
+         prior_columns: list[str] | None = None) -> tuple[lgb.Booster, LinearPrior]:
+    """Stumps boosted from the logistic prior fitted on the same rows (on ``prior_columns`` only, if given);
+    early-stopped on ``valid`` if given."""
+    prior = LinearPrior.fit(X[prior_columns] if prior_columns else X, y, seed)
     params = lgb_params(seed, list(X.columns))
     train_set = lgb.Dataset(X, label=y, init_score=prior(X), free_raw_data=False)
     if valid is None or len(np.unique(valid[1])) < 2:
@@ -289,21 +291,22 @@ def _fit(X: pd.DataFrame, y: np.ndarray, seed: int, rounds: int,
 
 
 Fit = Callable[..., "tuple[lgb.Booster, LinearPrior]"]
-"""``fit(X, y, seed, rounds, valid=None)``: one boosted fit with its prior (:func:`_fit`, or the Dask engine's
+"""``fit(X, y, seed, rounds, valid=None, prior_columns=None)``: one boosted fit with its prior (:func:`_fit`, or the Dask engine's
 data-parallel fit on a cluster)."""
 
 
-def _oof_raw(X: pd.DataFrame, y: np.ndarray, seed: int, fit: Fit = _fit) -> np.ndarray:
+def _oof_raw(X: pd.DataFrame, y: np.ndarray, seed: int, fit: Fit = _fit,
+             prior_columns: list[str] | None = None) -> np.ndarray:
     """Out-of-fold raw scores within one origin, for calibration when there is no later fold."""
     raw = np.zeros(len(y))
     folds = StratifiedKFold(n_splits=min(5, max(2, int(y.sum()))), shuffle=True, random_state=seed)
     for fit_idx, cal_idx in folds.split(X, y):
-        b, prior = fit(X.iloc[fit_idx], y[fit_idx], seed, FIXED_ROUNDS)
+        b, prior = fit(X.iloc[fit_idx], y[fit_idx], seed, FIXED_ROUNDS, prior_columns=prior_columns)
         raw[cal_idx] = b.predict(X.iloc[cal_idx], raw_score=True) + prior(X.iloc[cal_idx])
     return raw
 
 
-def _temporal(rows: list[TrainingRows], seed: int, fit: Fit, where: str
+def _temporal(rows: list[TrainingRows], seed: int, fit: Fit, where: str, prior_columns: list[str] | None = None
               ) -> tuple[lgb.Booster, LinearPrior, Calibrator, str]:
     """Early stopping and calibration on the newest origins pooled, then a refit on every origin."""
     held = min(VALIDATION_ORIGINS, len(rows) - 1)
@@ -312,14 +315,14 @@ def _temporal(rows: list[TrainingRows], seed: int, fit: Fit, where: str
     X_all, y_all = _stack(rows)
     cut = len(y_all) - sum(len(r.y) for r in rows[-held:])
     X_fit, y_fit, X_val, y_val = X_all.iloc[:cut], y_all[:cut], X_all.iloc[cut:], y_all[cut:]
-    probe, probe_prior = fit(X_fit, y_fit, seed, FIXED_ROUNDS, valid=(X_val, y_val))
+    probe, probe_prior = fit(X_fit, y_fit, seed, FIXED_ROUNDS, valid=(X_val, y_val), prior_columns=prior_columns)
     # a validation fold of a few dozen positives: never trust it to stop in the first few rounds
     rounds = max(MIN_ROUNDS, probe.best_iteration or FIXED_ROUNDS)
     calibrator = Calibrator.fit(probe.predict(X_val, num_iteration=rounds, raw_score=True) + probe_prior(X_val),
                                 y_val)
     del probe, probe_prior, X_fit, X_val
-    booster, prior = fit(X_all, y_all, seed, rounds)
-    scheme = (f"stumps boosted from a logistic prior, fit {where}on {_span(rows)} ({rounds} rounds, early-stopped "
+    booster, prior = fit(X_all, y_all, seed, rounds, prior_columns=prior_columns)
+    scheme = (f"stumps boosted from {_prior_words(prior_columns)}, fit {where}on {_span(rows)} ({rounds} rounds, early-stopped "
               f"and calibrated on {_span(rows[-held:])} held out from a fit on {_span(rows[:-held])})")
     return booster, prior, calibrator, scheme
 
@@ -329,20 +332,27 @@ def _span(rows: list[TrainingRows]) -> str:
     return str(first) if first == last else f"{first}-{last}"
 
 
+def _prior_words(prior_columns: list[str] | None) -> str:
+    return ("a logistic prior" if not prior_columns
+            else f"a logistic prior on {len(prior_columns)} of the features (the outcome's own history)")
+
+
 def train(rows: list[TrainingRows], features: list[str], seed: int, *, fit: Fit = _fit,
-          where: str = "") -> TrainedModel:
+          where: str = "", prior_features: list[str] | None = None) -> TrainedModel:
     """Train on closed origins (oldest first) with the temporal scheme described in the module docstring.
 
-    ``fit`` does each boosted fit (this process by default); ``where`` says where, in the scheme text."""
+    ``fit`` does each boosted fit (this process by default); ``where`` says where, in the scheme text.
+    ``prior_features`` (a subset of ``features``) fits the prior on those alone: the trees then start from that
+    baseline's score and learn what the other features add."""
     rows = sorted(rows, key=lambda r: r.origin)
     rows = [TrainingRows(r.origin, r.X[features], r.y) for r in rows]
     where = f"{where} " if where else ""
     if len(rows) >= 2:
-        booster, prior, calibrator, scheme = _temporal(rows, seed, fit, where)
+        booster, prior, calibrator, scheme = _temporal(rows, seed, fit, where, prior_features)
     else:
         X_fit, y_fit = _stack(rows)
-        booster, prior = fit(X_fit, y_fit, seed, FIXED_ROUNDS)
-        calibrator = Calibrator.fit(_oof_raw(X_fit, y_fit, seed, fit), y_fit)
-        scheme = (f"stumps boosted from a logistic prior, fit {where}on {rows[0].origin} ({FIXED_ROUNDS} rounds), "
+        booster, prior = fit(X_fit, y_fit, seed, FIXED_ROUNDS, prior_columns=prior_features)
+        calibrator = Calibrator.fit(_oof_raw(X_fit, y_fit, seed, fit, prior_features), y_fit)
+        scheme = (f"stumps boosted from {_prior_words(prior_features)}, fit {where}on {rows[0].origin} ({FIXED_ROUNDS} rounds), "
                   "calibrated on out-of-fold scores")
     return TrainedModel(booster, features, calibrator, scheme, prior)

@@ -33,7 +33,7 @@ from risk.model.baselines import (
     calibrate_rank,
     rank_functions,
 )
-from risk.model.gbm import TrainingRows, train
+from risk.model.gbm import LinearPrior, TrainingRows, train
 from risk.model.metrics import (
     bootstrap,
     calibration_table,
@@ -49,8 +49,10 @@ from risk.sources import Sources
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
-CANDIDATES = ("own_history", "history_and_market", "all_features")
-"""Feature sets tried, simplest first: the outcome's own family alone; plus rents and permits; every feature."""
+CANDIDATES = ("own_history", "history_and_market", "all_features", "all_features_from_history")
+"""Candidates tried, simplest first: the outcome's own family alone; plus rents and permits; every feature; every
+feature with the trees boosted from a prior fitted on the outcome's own family alone (the trees start from that
+baseline's score and learn only what the other features add)."""
 CHOICE_RULE = ("the candidate with the highest pooled LightGBM PR-AUC on the development origins; a simpler "
                "candidate within 0.005 of it is preferred")
 CHOICE_TOLERANCE = 0.005
@@ -101,6 +103,8 @@ class Candidate:
     features: list[str]
     dev_pr_auc: float | None
     test_pr_auc: float | None
+    prior: list[str] | None = None
+    """The columns of the trees' logistic prior when not every feature (boosting from a baseline's score)."""
 
 
 @dataclass
@@ -127,17 +131,25 @@ class PooledExtras:
             "model_choice": {
                 "rule": CHOICE_RULE, "development_origins": self.dev_origins, "chosen": self.chosen,
                 "note": self.choice_note,
-                "candidates": {c.name: {"features": len(c.features), "development_pr_auc": c.dev_pr_auc,
+                "candidates": {c.name: {"features": len(c.features),
+                                        "prior_features": len(c.prior) if c.prior else len(c.features),
+                                        "development_pr_auc": c.dev_pr_auc,
                                         "test_pr_auc": c.test_pr_auc} for c in self.candidates}}}
 
 
 def candidate_features(outcome: Outcome, spatial_lags: bool) -> dict[str, list[str]]:
-    """The model columns of each candidate feature set."""
+    """The model columns of each candidate."""
     every = model_feature_names(spatial_lags)
     own = {outcome.reads[0], "coverage"}
     return {"own_history": [f for f in every if BY_NAME[f].family in own],
             "history_and_market": [f for f in every if BY_NAME[f].family in own | set(MARKET)],
-            "all_features": every}
+            "all_features": every, "all_features_from_history": every}
+
+
+def candidate_priors(outcome: Outcome, spatial_lags: bool) -> dict[str, list[str] | None]:
+    """The columns of each candidate's prior; None: every model column (the default prior)."""
+    history = candidate_features(outcome, spatial_lags)["own_history"]
+    return {name: (history if name == "all_features_from_history" else None) for name in CANDIDATES}
 
 
 def _panels(name: str, regions: list[RegionInput], progress: Progress | None
@@ -211,13 +223,16 @@ class _Ranks:
 
 
 def _predict(tests: list[_Case], train_cases: list[_Case], features: list[str], seed: int, ranks: _Ranks,
-             with_baselines: bool = True) -> pd.DataFrame:
+             with_baselines: bool = True, prior: list[str] | None = None) -> pd.DataFrame:
     """Train once on ``train_cases`` (pooled), score every test case; baselines calibrated on the same rows."""
     rows = _merged_rows(train_cases, features)
     y_train = pd.concat([r.y for r in rows])
     if y_train.nunique() < 2:
         raise BacktestError(f"training rows for {sorted({t.data.origin.year for t in tests})} hold one class only")
-    model = train(rows, features, seed)
+    model = train(rows, features, seed, prior_features=prior)
+    logistic = model.prior
+    if with_baselines and prior:  # the logistic baseline is always fitted on every feature, as it is named
+        logistic = LinearPrior.fit(pd.concat([r.X for r in rows]), y_train.to_numpy(), seed)
     parts = []
     for t in tests:
         out = pd.DataFrame({"region": t.region, "origin": t.data.origin.year, "as_of": t.data.origin.as_of,
@@ -225,8 +240,8 @@ def _predict(tests: list[_Case], train_cases: list[_Case], features: list[str], 
                             "y": t.data.labels["y"].to_numpy()})
         out["lightgbm"] = model.predict(t.data.X)
         if with_baselines:
-            prior = model.prior
-            out["logistic"] = expit(prior(t.data.X[features])) if prior is not None and prior.columns else np.nan
+            out["logistic"] = (expit(logistic(t.data.X[features])) if logistic is not None and logistic.columns
+                               else np.nan)
             for name in RANK_BASELINES:
                 out[name] = _rank_column(name, t, train_cases, ranks)
         parts.append(out)
@@ -257,7 +272,8 @@ def _tests(cases: list[_Case], minimum: int, pool: Callable[[_Case], list[_Case]
 
 
 def _run(pairs: list[tuple[_Case, list[_Case]]], features: list[str], seed: int, ranks: _Ranks,
-         with_baselines: bool = True, progress: Progress | None = None, label: str = "") -> pd.DataFrame:
+         with_baselines: bool = True, progress: Progress | None = None, label: str = "",
+         prior: list[str] | None = None) -> pd.DataFrame:
     """Predictions of every test case, training once per distinct training set."""
     groups: dict[tuple, tuple[list[_Case], list[_Case]]] = {}
     for test, train_cases in pairs:
@@ -268,7 +284,7 @@ def _run(pairs: list[tuple[_Case, list[_Case]]], features: list[str], seed: int,
         if progress:
             progress(f"{label}training on {len(train_cases)} region-origins, scoring "
                      f"{', '.join(sorted({f'{t.region} {t.data.origin.year}' for t in tests}))}")
-        parts.append(_predict(tests, train_cases, features, seed, ranks, with_baselines))
+        parts.append(_predict(tests, train_cases, features, seed, ranks, with_baselines, prior))
     if not parts:
         return pd.DataFrame()
     return pd.concat(parts, ignore_index=True).sort_values(["region", "origin", "geoid"], ignore_index=True)
@@ -300,17 +316,18 @@ def _choose(cases: list[_Case], minimum: int, outcome: Outcome, settings: Settin
     pairs = _tests(cases, minimum, lambda c: cases)
     years = sorted({t.data.origin.year for t, _ in pairs})
     sets = candidate_features(outcome, settings.features.spatial_lags)
+    priors = candidate_priors(outcome, settings.features.spatial_lags)
     if len(years) < 2:
         note = (f"one test origin ({years}) leaves no development origin to choose on: every feature is used")
-        return "all_features", [Candidate(n, f, None, None) for n, f in sets.items()], [], years, note
+        return "all_features", [Candidate(n, f, None, None, priors[n]) for n, f in sets.items()], [], years, note
     dev = years[: len(years) // 2]
     held = years[len(years) // 2:]
     seed = settings.model.seed
     results = []
     for name, features in sets.items():
         dev_preds = _run([p for p in pairs if p[0].data.origin.year in dev], features, seed, ranks, False,
-                         progress, f"candidate {name}: ")
-        results.append(Candidate(name, features, _pr_auc(dev_preds), None))
+                         progress, f"candidate {name}: ", priors[name])
+        results.append(Candidate(name, features, _pr_auc(dev_preds), None, priors[name]))
     scored = [c for c in results if c.dev_pr_auc is not None]
     if not scored:
         return "all_features", results, dev, held, "no development origin has both classes: every feature is used"
@@ -395,7 +412,9 @@ def run_pooled_backtest(settings: Settings, regions: list[RegionInput], outcome_
         if not ok:
             gate[r] = (f"null check fails: {100 * null:.2f}% positives in no-change worlds against "
                        f"{100 * observed:.2f}% observed; not used to train or judge")
-    cases = [_Case(r, d) for r, panel in panels.items() if r not in gate for d in panel if len(d.labels)]
+    origin_gate = _origin_gate(counts, gate, spec.null_ratio)
+    cases = [_Case(r, d) for r, panel in panels.items() if r not in gate for d in panel
+             if len(d.labels) and (r, d.origin.year) not in origin_gate]
     if not cases:
         raise BacktestError(f"{name}: no region has labels that pass the null check ({missing | gate})")
     by_name = {r.name: r for r in regions}
@@ -403,38 +422,57 @@ def run_pooled_backtest(settings: Settings, regions: list[RegionInput], outcome_
     minimum = spec.min_train_origins(settings)
     chosen, candidates, dev, held, note = _choose(cases, minimum, outcomes[cases[0].region], settings, ranks,
                                                   progress)
-    features = next(c.features for c in candidates if c.name == chosen)
+    features, prior = next((c.features, c.prior) for c in candidates if c.name == chosen)
     pairs = [p for p in _tests(cases, minimum, lambda c: cases) if p[0].data.origin.year in held]
     if not pairs:
         raise BacktestError(f"{name}: no origin has {minimum} closed training origin(s) before it")
-    preds = _run(pairs, features, settings.model.seed, ranks, True, progress, "pooled: ")
+    preds = _run(pairs, features, settings.model.seed, ranks, True, progress, "pooled: ", prior)
     filled = _fill_regions(preds)
     for c in candidates:  # reported after the choice, never used for it
         c.test_pr_auc = _pr_auc(preds) if c.name == chosen else _pr_auc(
-            _run(pairs, c.features, settings.model.seed, ranks, False, progress, f"candidate {c.name}: "))
+            _run(pairs, c.features, settings.model.seed, ranks, False, progress, f"candidate {c.name}: ", c.prior))
     result = _pooled_result(name, outcomes[cases[0].region], settings, preds, counts, gate, features, panels)
     extras = PooledExtras(candidates=candidates, chosen=chosen, dev_origins=dev, choice_note=note,
                           baseline_gaps=filled, excluded=gate | missing)
     extras.regions = _region_figures(preds, counts, gate, missing, regions, spec.null_ratio, settings)
-    extras.loro, extras.loro_note = _leave_one_out(cases, minimum, held, features, settings, ranks, progress)
+    extras.loro, extras.loro_note = _leave_one_out(cases, minimum, held, features, settings, ranks, progress, prior)
     result.pooled = extras
     result.features = features
-    result.excluded_labels = list(dict.fromkeys(f"{r}: {why}" for r, panel in panels.items() for d in panel
-                                                for why in d.excluded))
+    result.prior_features = list(prior or [])
+    result.excluded_labels = list(dict.fromkeys([*(f"{r}: {why}" for r, panel in panels.items() for d in panel
+                                                  for why in d.excluded), *origin_gate.values()]))
     result.panel = _merged_panel(cases)
     result.region = ", ".join(r.name for r in regions)
     return result
 
 
+def _origin_gate(counts: dict[str, list[OriginCounts]], gate: dict[str, str], ratio: float
+                 ) -> dict[tuple[str, int], str]:
+    """Origins of the regions that pass whose own null check fails: left out of training and judging, each with
+    its reason (an origin with no labelled tract has nothing to check)."""
+    out = {}
+    for r, rows in counts.items():
+        if r in gate:
+            continue
+        for c in rows:
+            observed, null, ok = null_check([c], ratio)
+            if not ok and c.positives + c.negatives:
+                out[(r, c.origin.year)] = (f"{r}: origin {c.origin.year}: null check fails ({100 * null:.2f}% "
+                                           f"positives in no-change worlds against {100 * observed:.2f}% observed); "
+                                           "not used to train or judge")
+    return out
+
+
 def _leave_one_out(cases: list[_Case], minimum: int, held: list[int], features: list[str], settings: Settings,
-                   ranks: _Ranks, progress: Progress | None) -> tuple[dict[str, object] | None, str]:
+                   ranks: _Ranks, progress: Progress | None, prior: list[str] | None = None
+                   ) -> tuple[dict[str, object] | None, str]:
     """Each region's held-out origins scored by a model trained on the other regions only."""
     names = sorted({c.region for c in cases})
     if len(names) < 2:
         return None, "one region with labels: there is no other region to train on"
     pairs = [p for p in _tests(cases, minimum, lambda c: [d for d in cases if d.region != c.region])
              if p[0].data.origin.year in held]
-    preds = _run(pairs, features, settings.model.seed, ranks, True, progress, "leave one region out: ")
+    preds = _run(pairs, features, settings.model.seed, ranks, True, progress, "leave one region out: ", prior)
     _fill_regions(preds)
     if preds.empty:
         return None, "no region has held-out origins with enough training origins in the others"

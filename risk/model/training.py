@@ -37,22 +37,27 @@ def config_hash(settings: Settings) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-Trainer = Callable[[list[TrainingRows], list[str], int], TrainedModel]
-"""Rows of the closed origins, the model features and the seed to a trained model (:func:`risk.model.gbm.train`,
-or the Dask engine's fit on a cluster)."""
+Trainer = Callable[..., TrainedModel]
+"""``trainer(rows, features, seed, prior_features=None)``: rows of the closed origins, the model features, the seed
+and the prior's columns to a trained model (:func:`risk.model.gbm.train`, or the Dask engine's fit on a
+cluster)."""
 
 
 def _fit(panel: list[OriginData], features: list[str], seed: int, trainer: Trainer,
-         cache: WorkCache | None) -> TrainedModel:
+         cache: WorkCache | None, prior_features: list[str] | None = None) -> TrainedModel:
     """The trainer's model of these rows; reused when the same trainer already fitted the same rows."""
     name = f"{getattr(trainer, '__module__', '')}.{getattr(trainer, '__qualname__', '')}"
     if not all(d.key for d in panel) or name.endswith(".") or "<" in name:
         cache = None  # no content keys to reuse a fit by, or a trainer (partial, lambda) with no stable name
-    key = cache.key("fit", name, [d.key for d in panel], features, seed) if cache else ""
+    # a prior on all features is keyed as before, so that fits stored before priors could differ stay valid
+    key = (cache.key("fit", name, [d.key for d in panel], features, seed,
+                     *([prior_features] if prior_features else [])) if cache else "")
     stored = cache.get(key, TrainedModel.load) if cache else None
     if stored is not None:
         return stored  # type: ignore[return-value]
-    model = trainer([TrainingRows(d.origin.year, d.X, d.labels["y"]) for d in panel], features, seed)
+    rows = [TrainingRows(d.origin.year, d.X, d.labels["y"]) for d in panel]
+    model = (trainer(rows, features, seed, prior_features=prior_features) if prior_features
+             else trainer(rows, features, seed))
     if cache:
         cache.put(key, model.save)
     return model
@@ -68,21 +73,25 @@ def train_and_register(settings: Settings, sources: Sources, as_of: date, backte
              if d.origin.closes <= as_of and len(d.labels)]
     if not panel:
         raise RegistryError(f"{backtest.outcome}: no outcome window has closed by {as_of}; nothing to train on")
-    model = _fit(panel, features, settings.model.seed, trainer, cache)
+    model = _fit(panel, features, settings.model.seed, trainer, cache, backtest.prior_features or None)
     # the prior is part of the model: two models with the same trees and different priors are different models
     text = model.booster.model_to_string() + json.dumps(asdict(model.prior) if model.prior else None)
     model_id = f"{backtest.outcome}-{as_of:%Y%m%d}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
     registry = Registry(settings.paths.models)
+    report = backtest.to_json()
     metadata = {
         "outcome": backtest.outcome, "as_of": as_of.isoformat(), "config_hash": config_hash(settings),
         # "features" is the feature table the model scores (the pipeline's contract); the model uses a subset
         "data_hashes": sources.file_hashes, "features": feature_names(settings.features.spatial_lags),
-        "model_features": features,
+        "model_features": features, "prior_features": backtest.prior_features or features,
         "training_origins": [d.origin.year for d in panel],
         "training_window": [panel[0].origin.as_of.isoformat(), panel[-1].origin.closes.isoformat()],
         "training_rows": int(sum(len(d.labels) for d in panel)),
         "positives": int(sum(d.labels["y"].sum() for d in panel)), "scheme": model.scheme,
-        "backtest": backtest.to_json()["models"], "backtest_origins": backtest.test_origins,
+        "backtest": report["models"], "backtest_origins": backtest.test_origins,
+        # what the model page shows beside the pooled table: each region, a new city's figure, the UDP typology
+        **{f"backtest_{key}": report.get(key) for key in (
+            "regions", "leave_one_region_out", "lightgbm_vs_udp_typology", "null_check", "model_choice")},
         "region_notes": _region_notes(backtest),
     }
     try:

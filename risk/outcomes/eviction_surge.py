@@ -118,7 +118,10 @@ class EvictionSurge:
         nb, h = len(base), len(window)
         complete = f.reindex(columns=base + window).notna().all(axis=1) & renters.reindex(f.index).notna()
         b, o = f[base].sum(axis=1), f[window].sum(axis=1)
-        k = (o[complete].sum() / h) / (b[complete].sum() / nb)  # the county's change of yearly filings
+        if not complete.any() or b[complete].sum() == 0:  # no tract with both windows: nothing can be labelled
+            k = float("nan")
+        else:
+            k = (o[complete].sum() / h) / (b[complete].sum() / nb)  # the county's change of yearly filings
         n = b + o
         p0 = h * k / (nb + h * k)
         r = self.noise_size(f[complete], base)

@@ -74,7 +74,8 @@ class LowIncomeLoss:
     def _label(self, li0: pd.Series, li1: pd.Series, share0: pd.Series, v0: str, v1: str) -> pd.DataFrame:
         # on the log scale the sampling noise of a ratio is symmetric (delta method)
         both = (li0 > 0) & (li1 > 0)
-        trend = np.log(li1[both].sum() / li0[both].sum())
+        with np.errstate(invalid="ignore", divide="ignore"):  # no tract counted in both vintages: no trend, no label
+            trend = np.log(li1[both].sum() / li0[both].sum()) if both.any() else float("nan")
         change = np.log(li1.where(li1 > 0) / li0.where(li0 > 0))
         se = np.sqrt(self._variance(li0, v0) / li0.clip(lower=1) ** 2 + self._variance(li1, v1) / li1.clip(lower=1) ** 2)
         margin = np.maximum(-np.log(1 - self.cfg.min_loss), self.cfg.z * se)

@@ -28,7 +28,7 @@ from risk.alerts.digests import RunOutputs, compose
 from risk.alerts.recipients import check_recipients, load_recipients
 from risk.core import clock
 from risk.core.crashpoints import checkpoint
-from risk.core.errors import StoppedError
+from risk.core.errors import BacktestError, StoppedError
 from risk.core.files import atomic_path
 from risk.core.settings import Settings
 from risk.core.store import (
@@ -157,6 +157,11 @@ def backtest_and_register(settings: Settings, sources: Sources, as_of: date, out
     result = run_backtest(settings, sources, outcome or settings.model.outcome, progress=progress, cache=cache)
     checkpoint("train.backtested")
     write_report(result, settings.paths.reports)
+    if not result.null_ok:  # the report says so; a model of labels that noise alone would give is not trained
+        raise BacktestError(
+            f"{result.outcome}: the null check fails ({100 * result.null_rate:.2f}% positives in no-change worlds "
+            f"against {100 * result.observed_rate:.2f}% observed): its labels cannot be told from noise, so no "
+            f"model is trained (the champion, if any, stays); see {settings.paths.reports}")
     if progress is not None:
         progress("training the production model")
     trained = train_and_register(settings, sources, as_of, result, cache)

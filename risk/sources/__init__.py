@@ -26,6 +26,7 @@ from risk.core.settings import Settings
 from risk.sources._bounded import ReadLimits
 from risk.sources._tables import ProblemLog
 from risk.sources.boundaries import FAMILY as BOUNDARIES
+from risk.sources.boundaries import tracts_without_boundaries
 from risk.sources.demographics import empty_long
 from risk.sources.family import Context, Family
 from risk.sources.permits import PermitFileInfo
@@ -143,8 +144,13 @@ def data_key(settings: Settings, path: Path | str) -> str:
 
 def read_tracts(settings: Settings) -> gpd.GeoDataFrame:
     """The configured tracts alone (boundaries), for checks that need no other family; refused as data errors
-    naming file and problem when the boundaries cannot be read."""
+    naming file and problem when they cannot be read. Without boundaries, the tracts the sources name."""
     s = settings.sources
+    if s.boundaries is None:
+        sources, problems = collect(settings)
+        if sources is None or any(p.severity == "error" for p in problems):
+            raise DataValidationError(problems)
+        return sources.tracts
     log = ProblemLog(BOUNDARIES.name, limits=ReadLimits(max_file_mb=s.max_file_mb, max_field_chars=s.max_field_chars))
     tracts = BOUNDARIES.load(Context(s.boundaries, settings.region, None, s.encoding, log, None))
     if tracts is None:
@@ -154,7 +160,7 @@ def read_tracts(settings: Settings) -> gpd.GeoDataFrame:
 
 def collect(settings: Settings, today: date | None = None, store: EntryStore | None = None
             ) -> tuple[Sources | None, list[Problem]]:
-    """Load every family, returning the sources (None if boundaries failed) and all problems.
+    """Load every family, returning the sources (None if the tracts could not be read) and all problems.
 
     With a ``store``, a family whose files, settings and code are unchanged is read from it (see
     :mod:`risk.sources._stored`) instead of being parsed and checked again."""
@@ -163,9 +169,11 @@ def collect(settings: Settings, today: date | None = None, store: EntryStore | N
     registry = families()
     logs = {family.name: ProblemLog(family.name, limits=limits) for family in registry}
     # the boundaries first: they define the tracts every other family is checked against
-    tracts = BOUNDARIES.load(Context(s.boundaries, region, None, enc, logs[BOUNDARIES.name], today))
-    if tracts is None:
-        return None, logs[BOUNDARIES.name].items
+    tracts = None
+    if s.boundaries is not None:
+        tracts = BOUNDARIES.load(Context(s.boundaries, region, None, enc, logs[BOUNDARIES.name], today))
+        if tracts is None:
+            return None, logs[BOUNDARIES.name].items
     hashes = {str(p): _sha256(p, limits) for p in input_files(settings)}
     relative = {data_key(settings, p): digest for p, digest in hashes.items()}
 
@@ -173,16 +181,16 @@ def collect(settings: Settings, today: date | None = None, store: EntryStore | N
     if store is not None:
         from risk.sources._stored import StoredFamilies
 
-        base = {"region": region.model_dump(mode="json"), "encoding": enc, "boundaries": hashes[str(s.boundaries.path)],
-                "boundary_settings": s.boundaries.model_dump(mode="json"),
+        bounds = s.boundaries
+        base = {"region": region.model_dump(mode="json"), "encoding": enc,
+                "boundaries": None if bounds is None else hashes[str(bounds.path)],
+                "boundary_settings": None if bounds is None else bounds.model_dump(mode="json"),
                 "limits": [limits.max_file_mb, limits.max_field_chars]}  # a lower limit must check the files again
         stored = StoredFamilies(store, base, hashes, today or clock.today())
 
     filled: dict[str, list[Any]] = {}
-    for family in registry:
-        section = family.section(settings)
-        if family is BOUNDARIES or section is None:  # loaded above, or not configured
-            continue
+
+    def load(family: Family[Any], section: Any) -> None:
         context = Context(section, region, tracts, enc, logs[family.name], today)
         if stored is None or family.codec is None:
             value = family.load(context)
@@ -191,6 +199,19 @@ def collect(settings: Settings, today: date | None = None, store: EntryStore | N
                                 logs[family.name], partial(family.load, context))
         for name, item in family.fill(value).items():
             filled.setdefault(name, []).append(item)
+
+    configured = [(family, family.section(settings)) for family in registry if family is not BOUNDARIES]
+    configured = [(family, section) for family, section in configured if section is not None]
+    for family, section in configured:
+        if tracts is not None or not family.placed:
+            load(family, section)
+    if tracts is None:  # no boundaries: the tracts are those the sources named
+        tracts = _named_tracts(filled, settings, logs[BOUNDARIES.name])
+        if tracts is None:
+            return None, [p for log in logs.values() for p in log.items]
+        for family, section in configured:
+            if family.placed:
+                load(family, section)
     tables = {name: items[0] if len(items) == 1 else pd.concat(items, ignore_index=True)
               for name, items in filled.items()}
     demographics = tables.pop("demographics", None)
@@ -207,6 +228,24 @@ def collect(settings: Settings, today: date | None = None, store: EntryStore | N
         tables=tables,
     ), region.name, problems)
     return sources, problems
+
+
+def _named_tracts(filled: Mapping[str, list[Any]], settings: Settings, log: ProblemLog) -> gpd.GeoDataFrame | None:
+    """The tracts of a region without boundaries: every GEOID its sources name (they were checked to lie in its
+    counties). None, with the reason, when no source names one."""
+    geoids: set[str] = set()
+    for items in filled.values():
+        for item in items:
+            if isinstance(item, pd.DataFrame) and "geoid" in item.columns:
+                geoids.update(item["geoid"].dropna().astype(str))
+    if not geoids:
+        log.add("sources.boundaries", "no boundaries are configured and no source names a tract of the region's "
+                f"counties {list(settings.region.county_fips)}: configure sources.boundaries or a source with "
+                "tract GEOIDs")
+        return None
+    log.add("sources.boundaries", f"no boundaries are configured: the {len(geoids):,} tracts the sources name are "
+            "used, without spatial features or a map", severity="warning")
+    return tracts_without_boundaries(pd.Index(sorted(geoids)))
 
 
 def _checked(sources: Sources, region: str, problems: list[Problem]) -> Sources:

@@ -363,14 +363,22 @@ def check_duplicates(table: Table, keys: pd.DataFrame, columns: str, log: Proble
     return dup
 
 
+def in_scope(geoids: pd.Series, county_fips: tuple[str, ...], ignore: tuple[str, ...]) -> np.ndarray:
+    """Rows whose values the region reads: its counties' tracts, less those in ``ignore_geoids``."""
+    g = geoids.astype("string")
+    return (g.str[:5].isin(county_fips) & ~g.isin(ignore)).fillna(False).to_numpy(dtype=bool)
+
+
 def keep_in_region(
-    table: Table, geoids: pd.Series, column: str, known: pd.Index, county_fips: tuple[str, ...],
+    table: Table, geoids: pd.Series, column: str, known: pd.Index | None, county_fips: tuple[str, ...],
     ignore: tuple[str, ...], log: ProblemLog,
 ) -> np.ndarray:
-    """Rows to keep: tracts of the region; an in-region GEOID missing from the boundaries is an error."""
+    """Rows to keep: tracts of the region; an in-region GEOID missing from the boundaries is an error (without
+    boundaries, ``known`` is None and every GEOID of the region's counties is a tract)."""
     g = geoids.astype("string")
     in_counties = g.str[:5].isin(county_fips).fillna(False).to_numpy(dtype=bool)
-    is_known = g.isin(known).fillna(False).to_numpy(dtype=bool)
+    is_known = (g.notna().to_numpy(dtype=bool) if known is None
+                else g.isin(known).fillna(False).to_numpy(dtype=bool))
     ignored = g.isin(ignore).fillna(False).to_numpy(dtype=bool)
     unknown = in_counties & ~is_known & ~ignored
     log.rows(table, unknown, column, lambda i: (

@@ -1,4 +1,6 @@
-"""Tract boundaries from GeoJSON, GeoPackage or shapefile: they define which tracts exist.
+"""Tract boundaries from GeoJSON, GeoPackage, shapefile or a WKT column: they define which tracts exist.
+
+Without boundaries the tracts are those the other sources name (:func:`tracts_without_boundaries`).
 
 A statewide file (a Census cartographic-boundary shapefile, ``cb_2018_53_tract_500k.shp``) is cut to the
 region's counties; a shapefile's ``.shx`` and ``.dbf`` must lie beside it, and its ``.prj`` gives the CRS.
@@ -15,6 +17,8 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
+import shapely
 from pyogrio.errors import DataLayerError, DataSourceError
 from pyproj import CRS as ProjCRS
 from pyproj import Transformer
@@ -42,18 +46,22 @@ _SHAPEFILE_PARTS = (".shx", ".dbf")
 it the CRS is judged from the coordinates, as for any file without one)."""
 
 
-def load_boundaries(cfg: BoundariesSource, region: RegionSettings, log: ProblemLog) -> gpd.GeoDataFrame | None:
+def load_boundaries(cfg: BoundariesSource, region: RegionSettings, log: ProblemLog,
+                    encoding: str = "utf-8") -> gpd.GeoDataFrame | None:
     """Tracts of the region as a GeoDataFrame indexed by GEOID (columns ``name``, ``geometry``)."""
     path = cfg.path
     try:
         _check_files(path, log.limits)
-        frame = gpd.read_file(path, layer=cfg.layer, engine="pyogrio")
+        frame = (_read_wkt(cfg, encoding, log) if cfg.geometry_column is not None
+                 else gpd.read_file(path, layer=cfg.layer, engine="pyogrio"))
     except Refused as e:
         log.add(path, e.message)
         return None
     except (DataSourceError, DataLayerError, ValueError, OSError) as e:
         reason = str(e).splitlines()[0].split(";")[0].replace(f"'{path}' ", "")
         log.add(path, f"cannot read as GeoJSON, GeoPackage or shapefile: {reason}")
+        return None
+    if frame is None:
         return None
     if frame.empty:
         log.add(path, "no features in the file")
@@ -69,7 +77,8 @@ def load_boundaries(cfg: BoundariesSource, region: RegionSettings, log: ProblemL
     frame = _in_degrees(frame, path, log)
     if frame is None:
         return None
-    name = frame[cfg.name_column].astype("string") if cfg.name_column in frame.columns else geoids
+    name = (frame[cfg.name_column].astype("string") if cfg.name_column in frame.columns
+            else geoids.map(tract_number, na_action="ignore").astype("string"))
     out = gpd.GeoDataFrame({"geoid": geoids, "name": name}, geometry=frame.geometry.values, crs=CRS)
     empty = out.geometry.isna() | out.geometry.is_empty
     for i in np.flatnonzero(empty.to_numpy())[:5]:
@@ -89,6 +98,46 @@ def load_boundaries(cfg: BoundariesSource, region: RegionSettings, log: ProblemL
         log.add(path, f"no tracts in the region's counties {list(region.county_fips)}")
         return None
     return out.set_index("geoid").sort_index()
+
+
+def tract_number(geoid: str) -> str:
+    """The tract's number as the Census writes it: ``53033980021`` is tract 9800.21, ``53033005600`` tract 56."""
+    code = geoid[5:]
+    whole, part = code[:4].lstrip("0") or "0", code[4:]
+    return whole if part == "00" else f"{whole}.{part}"
+
+
+def tracts_without_boundaries(geoids: pd.Index) -> gpd.GeoDataFrame:
+    """The tracts the sources name, for a region configured without boundaries: named by their number, with no
+    geometry (spatial features and the map leave them out)."""
+    index = pd.Index(sorted(set(geoids)), name="geoid", dtype="object")
+    names = pd.Series([tract_number(g) for g in index], index=index, dtype="string")
+    return gpd.GeoDataFrame({"name": names}, geometry=gpd.GeoSeries([None] * len(index), index=index, crs=CRS),
+                            crs=CRS)
+
+
+def _read_wkt(cfg: BoundariesSource, encoding: str, log: ProblemLog) -> gpd.GeoDataFrame | None:
+    """A table whose ``geometry_column`` holds WKT polygons, as a GeoDataFrame in its declared CRS."""
+    column = str(cfg.geometry_column)
+    try:
+        frame = pd.read_csv(cfg.path, dtype=str, encoding=encoding, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        log.add(cfg.path, f"cannot read as CSV: {str(e).splitlines()[0]}")
+        return None
+    if column not in frame.columns:
+        log.add(cfg.path, f"required column is missing (columns: {', '.join(map(str, frame.columns))})",
+                column=column)
+        return None
+    text = frame[column].where(frame[column].str.strip() != "")
+    shapes = []
+    for i, value in enumerate(text):
+        try:
+            shapes.append(None if value is None or pd.isna(value) else shapely.from_wkt(value))
+        except shapely.errors.GEOSException as e:
+            log.add(cfg.path, f"not WKT geometry ({str(e).splitlines()[0][:120]})", line=i + 2, column=column)
+            shapes.append(None)
+    return gpd.GeoDataFrame(frame.drop(columns=column), geometry=gpd.GeoSeries(shapes, index=frame.index),
+                            crs=cfg.crs)
 
 
 def _check_files(path: Path, limits: ReadLimits) -> None:
@@ -196,13 +245,13 @@ def _name(crs: ProjCRS) -> str:
 
 
 def _load(c: Context[BoundariesSource]) -> gpd.GeoDataFrame | None:
-    return load_boundaries(c.section, c.region, c.log)
+    return load_boundaries(c.section, c.region, c.log, c.encoding)
 
 
 FAMILY: Family[BoundariesSource] = Family(
     name="boundaries",
     load=_load,
-    section=lambda settings: settings.sources.boundaries,
+    section=lambda settings: settings.sources.boundaries,  # None: the tracts come from the other sources
     files=lambda cfg: [cfg.path],
     attribution="Tract boundaries: U.S. Census Bureau cartographic boundary files (public domain).",
     codec=None,  # read on every run: every other family is checked against them, and they are small

@@ -86,7 +86,8 @@ def check_measure(table: Table, values: pd.Series, measure: str, column: str, lo
     return values
 
 
-def _geoids(table: Table, region: RegionSettings, known: pd.Index, log: ProblemLog) -> tuple[pd.Series, np.ndarray]:
+def _geoids(table: Table, region: RegionSettings, known: pd.Index | None,
+            log: ProblemLog) -> tuple[pd.Series, np.ndarray]:
     column = "GEOID" if "GEOID" in table.frame.columns else "FIPS"
     geoids = check_geoids(table, column, log, region.county_fips, announce=False)
     keep = keep_in_region(table, geoids, column, known, region.county_fips, region.ignore_geoids, log)
@@ -117,7 +118,7 @@ def _udp_vintage(table: Table, v: Vintage, geoids: pd.Series, keep: np.ndarray, 
     return parts
 
 
-def load_udp_database(cfg: DemographicsSource, region: RegionSettings, known: pd.Index,
+def load_udp_database(cfg: DemographicsSource, region: RegionSettings, known: pd.Index | None,
                       encoding: str, log: ProblemLog) -> Demographics:
     """The UDP/Census tract database or UDP's typology output: one wide row per tract, columns suffixed by
     vintage."""
@@ -203,7 +204,7 @@ def _census_measures(table: Table, s: str, log: ProblemLog) -> dict[str, tuple[p
     return out
 
 
-def load_census_tables(cfg: DemographicsSource, region: RegionSettings, known: pd.Index,
+def load_census_tables(cfg: DemographicsSource, region: RegionSettings, known: pd.Index | None,
                        encoding: str, log: ProblemLog) -> pd.DataFrame:
     """Raw Census/ACS tables (UDP download format: suffixed variables and a FIPS column)."""
     parts = []
@@ -223,7 +224,7 @@ def load_census_tables(cfg: DemographicsSource, region: RegionSettings, known: p
     return pd.concat(parts, ignore_index=True) if parts else empty_long()
 
 
-def load_demographics(cfg: DemographicsSource, region: RegionSettings, known: pd.Index,
+def load_demographics(cfg: DemographicsSource, region: RegionSettings, known: pd.Index | None,
                       encoding: str, log: ProblemLog) -> Demographics:
     """Demographic vintages in long form (and a UDP database's typology columns), from the configured format."""
     if cfg.format in UDP_FORMATS:

@@ -29,6 +29,7 @@ from risk.sources._tables import (
     check_duplicates,
     check_geoids,
     check_range,
+    in_scope,
     keep_in_region,
     read_table,
     to_number,
@@ -71,7 +72,7 @@ class Evictions:
     demographics: pd.DataFrame
 
 
-def load_evictions(cfg: EvictionsSource, region: RegionSettings, known: pd.Index,
+def load_evictions(cfg: EvictionsSource, region: RegionSettings, known: pd.Index | None,
                    encoding: str, log: ProblemLog, today: date | None = None) -> Evictions | None:
     """Parse and check an Eviction Lab tract CSV."""
     table = read_table(cfg.path, log, encoding=encoding, required=REQUIRED, dtype={"GEOID": str})
@@ -88,15 +89,18 @@ def load_evictions(cfg: EvictionsSource, region: RegionSettings, known: pd.Index
     filings = to_number(table, "eviction-filings", log)
     judgments = to_number(table, "evictions", log)
     renters = to_number(table, "renter-occupied-households", log)
+    # the values are checked only where the product will read them: a statewide file's other counties and the
+    # tracts in ignore_geoids are not the region's problem
+    scope = pd.Series(in_scope(geoids, region.county_fips, region.ignore_geoids), index=geoids.index)
     for values, column in ((filings, "eviction-filings"), (judgments, "evictions"), (renters, "renter-occupied-households")):
-        check_range(table, values, column, log, low=0.0, what="count")
-    too_many = (filings > cfg.max_filings_per_renter_household * renters.where(renters > 0)).to_numpy()
+        check_range(table, values.where(scope), column, log, low=0.0, what="count")
+    too_many = (scope & (filings > cfg.max_filings_per_renter_household * renters.where(renters > 0))).to_numpy()
     log.rows(table, too_many, "eviction-filings", lambda i: (
         f"{filings.iloc[i]:g} filings for {renters.iloc[i]:g} renter households is more than "
         f"{cfg.max_filings_per_renter_household:g} per household"))
     if "eviction-filing-rate" in table.frame.columns:
         rate = to_number(table, "eviction-filing-rate", log)
-        check_range(table, rate, "eviction-filing-rate", log, low=0.0,
+        check_range(table, rate.where(scope), "eviction-filing-rate", log, low=0.0,
                     high=100 * cfg.max_filings_per_renter_household, what="rate per 100 renter households")
     keep = keep_in_region(table, geoids, "GEOID", known, region.county_fips, region.ignore_geoids, log)
     dup = check_duplicates(table, pd.DataFrame({"GEOID": geoids, "year": year}), "GEOID", log, within=keep)

@@ -49,17 +49,17 @@ class Context(Generic[S]):
     section: S
     region: RegionSettings
     tracts: gpd.GeoDataFrame | None
-    """The region's tracts; None only while the boundaries themselves load."""
+    """The region's tracts; None while the boundaries themselves load, and in a region without boundaries
+    (whose tracts are those its sources name)."""
     encoding: str
     log: ProblemLog
     today: date | None = None
 
     @property
-    def known(self) -> pd.Index:
-        """The GEOIDs of the boundaries, which every other family's records must name."""
-        if self.tracts is None:
-            raise ValueError("the boundaries load first: no other family can be checked against them before")
-        return self.tracts.index
+    def known(self) -> pd.Index | None:
+        """The GEOIDs of the boundaries, which every other family's records must name; None without boundaries
+        (any well-formed GEOID of the region's counties is then a tract)."""
+        return None if self.tracts is None else self.tracts.index
 
 
 def known_rows(part: pd.DataFrame, column: str, t: pd.Timestamp) -> pd.DataFrame:
@@ -110,6 +110,9 @@ class Family(Generic[S]):
     """Its table is never None (every configuration has it): a view that leaves it out keeps it empty."""
     credit: bool = True
     """Whether e-mails carry its attribution when it is configured."""
+    placed: bool = False
+    """Its records are placed in tracts by their coordinates (permits): it needs the tracts' polygons, so in a
+    region without boundaries it loads after the other families have named the tracts."""
 
     def __post_init__(self) -> None:
         if self.known is not None and self.max_age is None:

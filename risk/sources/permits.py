@@ -218,8 +218,11 @@ def load_permits(cfg: PermitsSource, tracts: gpd.GeoDataFrame, encoding: str, lo
 
 
 def _load(c: Context[PermitsSource]) -> Permits | None:
-    if c.tracts is None:
-        raise ValueError("permits are geocoded to the boundaries' tracts: load those first")
+    if c.tracts is None or not c.tracts.geometry.notna().any():
+        c.log.add(c.section.files[0].path if c.section.files else "sources.permits",
+                  "permits are placed in tracts by their coordinates, and this region has no tract boundaries "
+                  "(sources.boundaries): configure boundaries or leave permits out")
+        return None
     return load_permits(c.section, c.tracts, c.encoding, c.log, c.today)
 
 
@@ -278,4 +281,5 @@ FAMILY: Family[PermitsSource] = Family(
     codec=Codec(_pack, _unpack),
     rows=_rows,
     into=_into,
+    placed=True,
 )

@@ -41,7 +41,7 @@ def _month_end(dates: pd.Series) -> pd.Series:
     return (dates + pd.offsets.MonthEnd(0)).dt.normalize()
 
 
-def load_zillow_tract(cfg: RentSource, region: RegionSettings, known: pd.Index, encoding: str,
+def load_zillow_tract(cfg: RentSource, region: RegionSettings, known: pd.Index | None, encoding: str,
                       log: ProblemLog, today: date | None = None) -> pd.DataFrame | None:
     """Tract long format: ``GEO2010, date.home (or date), ZHVI, ZRI``."""
     assert cfg.path is not None
@@ -103,7 +103,8 @@ def _wide_zip(path, encoding: str, log: ProblemLog, today: date | None) -> pd.Da
     return long[long["value"].notna() & long["zip"].notna()]
 
 
-def _crosswalk(path, encoding: str, region: RegionSettings, known: pd.Index, log: ProblemLog) -> pd.DataFrame | None:
+def _crosswalk(path, encoding: str, region: RegionSettings, known: pd.Index | None,
+               log: ProblemLog) -> pd.DataFrame | None:
     """HUD USPS ZIP-TRACT crosswalk: ``ZIP, TRACT, RES_RATIO``."""
     table = read_table(path, log, encoding=encoding, required=("ZIP", "TRACT", "RES_RATIO"),
                        dtype={"ZIP": str, "TRACT": str})
@@ -118,7 +119,7 @@ def _crosswalk(path, encoding: str, region: RegionSettings, known: pd.Index, log
                          "weight": ratio[keep].to_numpy()})
 
 
-def load_zillow_zip(cfg: RentSource, region: RegionSettings, known: pd.Index, encoding: str,
+def load_zillow_zip(cfg: RentSource, region: RegionSettings, known: pd.Index | None, encoding: str,
                     log: ProblemLog, today: date | None = None) -> pd.DataFrame | None:
     """ZIP wide files mapped to tracts by residential-address share, renormalised over ZIPs with data."""
     assert cfg.path is not None and cfg.crosswalk is not None
@@ -144,7 +145,7 @@ def load_zillow_zip(cfg: RentSource, region: RegionSettings, known: pd.Index, en
     return _frame(joined["geoid"], joined["month"], joined["zhvi"], joined["zri"], cfg.available_after_days)
 
 
-def load_rent(cfg: RentSource, region: RegionSettings, known: pd.Index, encoding: str,
+def load_rent(cfg: RentSource, region: RegionSettings, known: pd.Index | None, encoding: str,
               log: ProblemLog, today: date | None = None) -> pd.DataFrame | None:
     """Monthly tract indices from the configured format, or None for ACS-only."""
     if cfg.format == "zillow_tract":

@@ -33,7 +33,8 @@ class Geography:
     names: dict[str, str]
     areas: dict[str, set[str]]
     shapes: dict[str, dict[str, Any]]
-    bounds: tuple[float, float, float, float]
+    bounds: tuple[float, float, float, float] | None
+    """The mapped tracts' extent; None when no tract has a shape (no boundaries: the pages show no map)."""
     regions: dict[str, str]
     """Each tract's region (the project's one region, or its region among several)."""
 
@@ -47,12 +48,14 @@ def load_geography(settings: Settings) -> Geography:
     for regional in settings.regional():
         for fips in regional.region.county_fips:
             areas[f"County {fips}"] = {g for g in tracts.index if g.startswith(fips)}
-    simple = shapely.simplify(np.asarray(tracts.geometry.values), SIMPLIFY_DEG, preserve_topology=True)
+    # a region configured without boundaries has tracts without shapes: they are listed, not mapped
+    shaped = tracts[tracts.geometry.notna().to_numpy() & ~tracts.geometry.is_empty.to_numpy()]
+    simple = shapely.simplify(np.asarray(shaped.geometry.values), SIMPLIFY_DEG, preserve_topology=True)
     rounded = shapely.transform(simple, lambda xy: np.round(xy, DECIMALS))
-    shapes = {g: json.loads(shapely.to_geojson(s)) for g, s in zip(tracts.index, rounded, strict=True)}
-    minx, miny, maxx, maxy = (float(v) for v in tracts.total_bounds)
+    shapes = {g: json.loads(shapely.to_geojson(s)) for g, s in zip(shaped.index, rounded, strict=True)}
+    bounds = tuple(float(v) for v in shaped.total_bounds) if len(shaped) else None
     regions = {str(g): str(r) for g, r in tracts["region"].items()}
-    return Geography(sources, tract_names(tracts, named), areas, shapes, (minx, miny, maxx, maxy), regions)
+    return Geography(sources, tract_names(tracts, named), areas, shapes, bounds, regions)  # type: ignore[arg-type]
 
 
 def feature_collection(geography: Geography, properties: dict[str, dict[str, Any]]) -> bytes:

@@ -28,7 +28,8 @@ def model_page(request: Request, user: Viewer) -> Response:
     return state.pages.render(
         request, "model.html.j2", run=view.run, record=view.record, backtest=modelinfo.backtest_table(view.record),
         summary=summary, has_pr_curves=modelinfo.pr_curves_path(settings, summary["outcome"]) is not None,
-        limitations=limitations, sources=sources, dictionary=modelinfo.dictionary_rows())
+        limitations=limitations, sources=sources, dictionary=modelinfo.dictionary_rows(),
+        regions=modelinfo.region_rows(view.record), transfer=modelinfo.transfer_figures(view.record))
 
 
 @router.get("/model/importance.png")

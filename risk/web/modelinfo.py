@@ -86,6 +86,42 @@ def backtest_summary(record: ModelRecord | None, settings: Settings) -> dict[str
     return summary
 
 
+def _ratio(figure: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A ratio with its interval, or None when the backtest could not support it."""
+    if not figure or figure.get("ratio") is None:
+        return None
+    ci = figure.get("ci95") or [None, None]
+    return {"ratio": figure["ratio"], "low": ci[0], "high": ci[1], "baseline": LABELS.get(
+        str(figure.get("baseline")), figure.get("baseline"))}
+
+
+def region_rows(record: ModelRecord | None) -> list[dict[str, Any]]:
+    """Each region's own backtest figures (a project of several regions), in the order configured."""
+    regions = (record.metadata.get("backtest_regions") if record else None) or {}
+    rows = []
+    for name, r in regions.items():
+        models = r.get("models") or {}
+        check = r.get("null_check") or {}
+        rows.append({"name": name, "tracts": r.get("n_tracts", 0), "positives": r.get("n_positive", 0),
+                     "null_passes": check.get("passes"), "pr_auc": (models.get("lightgbm") or {}).get("pr_auc"),
+                     "vs_best": _ratio(r.get("lightgbm_vs_best_baseline")),
+                     "vs_udp": _ratio(r.get("lightgbm_vs_udp_typology")), "note": r.get("note") or ""})
+    return rows
+
+
+def transfer_figures(record: ModelRecord | None) -> dict[str, Any]:
+    """What a planner compares with: LightGBM against the UDP typology ranking, pooled, and the figures of a new
+    city (each region scored by a model trained on the others); None where the backtest could not support one."""
+    meta = record.metadata if record else {}
+    loro = meta.get("backtest_leave_one_region_out") or {}
+    choice = meta.get("backtest_model_choice") or {}
+    return {"vs_udp": _ratio(meta.get("backtest_lightgbm_vs_udp_typology")),
+            "loro_vs_best": _ratio(loro.get("lightgbm_vs_best_baseline")),
+            "loro_vs_udp": _ratio(loro.get("lightgbm_vs_udp_typology")), "loro_regions": loro.get("regions") or [],
+            "chosen": choice.get("chosen"), "choice_rule": choice.get("rule"),
+            "candidates": choice.get("candidates") or {}}
+
+
 def pr_curves_path(settings: Settings, outcome: str) -> Any:
     """The backtest report's precision-recall picture, if the report exists."""
     path = backtest_report(settings, outcome) / "pr_curves.png"

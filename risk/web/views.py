@@ -74,12 +74,15 @@ def flagged(request: Request, user: Viewer, filters: ListFilters) -> Response:
     view = data.latest()
     rows = data.rows(view, filters)
     counts = view.table["tier"].value_counts().to_dict()
+    geography = data.geography()
     return state.pages.render(
         request, "flagged.html.j2", run=view.run, rows=rows, filters=filters, areas=data.areas(),
         tiers=["flagged", *FLAGGED, "low", "all"], statuses=["any", "unreviewed", *accounts.DECISIONS],
         counts={t: int(counts.get(t, 0)) for t in ("high", "elevated", "watch", "low")},
         sort_links=_sort_links(filters), query=_query(filters), listed=[r["geoid"] for r in rows],
-        bounds=list(data.geography().bounds))
+        bounds=list(geography.bounds) if geography.bounds else None,
+        unmapped=len(geography.names) - len(geography.shapes),
+        several_regions=len(set(geography.regions.values())) > 1)
 
 
 @router.get("/map/tracts.geojson")

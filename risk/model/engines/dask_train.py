@@ -50,25 +50,27 @@ NETWORK_TIMEOUT_MIN = 120
 
 
 def train(rows: list[TrainingRows], features: list[str], seed: int, *, client: Client,
-          npartitions: int) -> TrainedModel:
+          npartitions: int, prior_features: list[str] | None = None) -> TrainedModel:
     """:func:`risk.model.gbm.train` on the cluster: the same scheme and prior, LightGBM's data-parallel fits."""
     def fit(X: pd.DataFrame, y: np.ndarray, seed: int, rounds: int,
-            valid: tuple[pd.DataFrame, np.ndarray] | None = None) -> tuple[lgb.Booster, LinearPrior]:
-        return _fit(client, npartitions, seed, X, y, rounds, valid=valid)
+            valid: tuple[pd.DataFrame, np.ndarray] | None = None,
+            prior_columns: list[str] | None = None) -> tuple[lgb.Booster, LinearPrior]:
+        return _fit(client, npartitions, seed, X, y, rounds, valid=valid, prior_columns=prior_columns)
 
     return model_train(rows, features, seed, fit=fit, where=f"on a Dask cluster of {len(client.nthreads())} "
-                                                          "worker(s)")
+                                                          "worker(s)", prior_features=prior_features)
 
 
 def _fit(client: Client, npartitions: int, seed: int, X: pd.DataFrame, y: np.ndarray, rounds: int,
-         valid: tuple[pd.DataFrame, np.ndarray] | None = None) -> tuple[lgb.Booster, LinearPrior]:
+         valid: tuple[pd.DataFrame, np.ndarray] | None = None,
+         prior_columns: list[str] | None = None) -> tuple[lgb.Booster, LinearPrior]:
     """:func:`risk.model.gbm._fit` on the cluster: stumps boosted from the logistic prior, early-stopped on ``valid``.
 
     The prior (a logistic regression) is fitted here, on the client; with a
     validation set the fit runs every round and ``best_iteration`` is set to
     the round LightGBM's early stopping would have kept.
     """
-    prior = LinearPrior.fit(X, y, seed)
+    prior = LinearPrior.fit(X[prior_columns] if prior_columns else X, y, seed)
     stop = valid is not None and len(np.unique(valid[1])) >= 2
     params = {**lgb_params(seed, list(X.columns)), "n_estimators": MAX_ROUNDS if stop else rounds,
               "tree_learner": "data"}
