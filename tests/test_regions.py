@@ -128,3 +128,18 @@ def test_alerts_stay_within_their_region(two_regions: Settings, weekly: RunResul
     assert f"scored by the model trained on {ONE}" in text.replace("\r\n", " ").replace("  ", " ")
     everyone = by_person['"Everyone" <all@example.org>']
     assert everyone["Subject"].startswith(f"{ONE} and {TWO}:")
+
+
+def test_a_second_pooled_backtest_on_the_same_files_reuses_every_piece_of_work(two_regions: Settings,
+                                                                              tmp_path: Path) -> None:
+    import json
+
+    settings = two_regions.model_copy(update={"paths": two_regions.paths.model_copy(
+        update={"cache": tmp_path / "cache"})})
+    first = run_pooled_backtest(settings, load_project(settings).regions, "eviction_surge").to_json()
+    entries = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    kinds = {name.rsplit("-", 1)[0] for name in entries}
+    assert {"features", "labels", "null", "pooled-predict", "pooled-figures"} <= kinds
+    again = run_pooled_backtest(settings, load_project(settings).regions, "eviction_surge").to_json()
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == entries  # nothing recomputed
+    assert json.dumps(again, sort_keys=True, default=str) == json.dumps(first, sort_keys=True, default=str)

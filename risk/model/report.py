@@ -20,7 +20,8 @@ from risk.core.errors import OutputError  # noqa: E402
 from risk.core.files import code_hash, frame_hash  # noqa: E402
 from risk.core.templating import environment  # noqa: E402
 from risk.model.backtest import MODELS, Backtest  # noqa: E402
-from risk.model.pooled import CHOICE_RULE, PooledExtras  # noqa: E402
+from risk.model.choice import CHOICE_RULE
+from risk.model.pooled import PooledExtras  # noqa: E402
 
 KEY_FILE = ".content-key"
 """What the report was written from (its text, predictions and code)."""

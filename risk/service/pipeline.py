@@ -146,13 +146,19 @@ def backtest_and_register(settings: Settings, sources: Sources, as_of: date, out
     from risk.model.cache import work_cache
     from risk.model.report import write_report
 
-    if settings.multi_region:  # pooled over the regions: no work cache yet (keys are per region's sources)
+    if settings.multi_region:  # pooled over the regions: each region's work is keyed by its own sources
         result = regional_backtest(settings, outcome or settings.model.outcome, progress, project)
         checkpoint("train.backtested")
         write_report(result, settings.paths.reports)
         if progress is not None:
             progress("training the production model on every region's closed origins")
-        return train_and_register(settings, sources, as_of, result, None)
+        first = project.regions[0] if project is not None else None
+        # the merged origins' keys name every region's inputs: any region's cache folder keys the fit alike
+        cache = work_cache(first.settings, first.sources) if first is not None else None
+        trained = train_and_register(settings, sources, as_of, result, cache)
+        if cache:
+            cache.prune()
+        return trained
     cache = work_cache(settings, sources)
     result = run_backtest(settings, sources, outcome or settings.model.outcome, progress=progress, cache=cache)
     checkpoint("train.backtested")

@@ -18,9 +18,9 @@ from risk.core.errors import DataValidationError, Problem
 from risk.core.files import EntryStore
 from risk.core.settings import Settings, TierSettings
 from risk.model.backtest import Backtest
+from risk.model.cases import RegionInput
 from risk.model.engines.configured import features as engine_features
 from risk.model.gbm import TrainedModel
-from risk.model.pooled import RegionInput
 from risk.scoring.scores import score_tracts
 from risk.service.freshness import Freshness, assess, default_as_of, required_sources
 from risk.sources import Sources, collect, load_sources
