@@ -38,9 +38,11 @@ BROKEN = {"25003935200": "conflicting rows per year in the Massachusetts file",
 
 def _geoids(path: Path, column: str = "GEOID") -> set[str]:
     if path.suffix in (".shp", ".geojson", ".gpkg"):
-        return set(gpd.read_file(path, columns=[column], ignore_geometry=True)[column].astype(str))
-    frame = pd.read_csv(path, dtype=str, usecols=lambda c: c in ("GEOID", "FIPS"), index_col=False)
-    return set(frame.iloc[:, 0].str.zfill(11))
+        values = gpd.read_file(path, columns=[column], ignore_geometry=True)[column].astype(str)
+    else:
+        values = pd.read_csv(path, dtype=str, usecols=lambda c: c in ("GEOID", "FIPS"), index_col=False).iloc[:, 0]
+    # numbers written as floats ("25009201100.0") or without California's leading zero
+    return set(values.dropna().str.replace(r"\.0$", "", regex=True).str.zfill(11))
 
 
 def _evictions(path: str) -> dict[str, object]:
@@ -52,22 +54,36 @@ def _udp(path: str) -> dict[str, object]:
     return {"format": "udp_typology_output", "path": f"{REL}/{path}", "vintages": UDP_VINTAGES}
 
 
-def _region(name: str, counties: list[str], boundaries: str | None, **sources: object) -> dict[str, object]:
+def _region(name: str, counties: list[str], boundaries: str | None, geoid_column: str = "GEOID",
+            name_column: str | None = "NAME", **sources: object) -> dict[str, object]:
     """One region; without ``boundaries`` its tracts are those its sources name, so only broken tracts are
     ignored (with boundaries, also the water tracts a source file has and the boundaries lack)."""
     broken = {g for g in BROKEN if g[:5] in counties}
     if boundaries is None:
         return {"name": name, "county_fips": counties, "ignore_geoids": sorted(broken), "sources": sources}
     bnd = SHARED / boundaries
-    known = {g for g in _geoids(bnd) if g[:5] in counties}
+    known = {g for g in _geoids(bnd, geoid_column) if g[:5] in counties}
     found: set[str] = set()
     for spec in sources.values():
-        path = SHARED / str(spec["path"]).removeprefix(f"{REL}/")  # type: ignore[index]
-        found |= {g for g in _geoids(path) if g[:5] in counties}
+        paths = [t["path"] for t in spec["tables"]] if "tables" in spec else [spec["path"]]  # type: ignore[operator,index]
+        for path in paths:
+            found |= {g for g in _geoids(SHARED / str(path).removeprefix(f"{REL}/")) if g[:5] in counties}
     ignore = sorted((found - known) | broken)
     return {"name": name, "county_fips": counties, "ignore_geoids": ignore,
-            "sources": {"boundaries": {"path": f"{REL}/{boundaries}", "geoid_column": "GEOID",
-                                       "name_column": "NAME"}, **sources}}
+            "sources": {"boundaries": {"path": f"{REL}/{boundaries}", "geoid_column": geoid_column,
+                                       "name_column": name_column}, **sources}}
+
+
+def _census(folder: str, xwalk: str) -> dict[str, object]:
+    """UDP's raw Census downloads: 1990 and 2000 crosswalked to 2010 tracts (medians shrunk by the weights), and
+    the ACS 2014-2018 table on 2010 tracts; low-income counts are recomputed from the income bins."""
+    return {"format": "census_tables", "tables": [
+        {"path": f"{REL}/{UDP}/{folder}/xwalk_{folder}census_90_10{xwalk}.csv", "vintage": {
+            "suffix": "90", "label": "Census 1990", "released": "1992-08-01", "medians_reliable": False}},
+        {"path": f"{REL}/{UDP}/{folder}/xwalk_{folder}census_00_10{xwalk}.csv", "vintage": {
+            "suffix": "00", "label": "Census 2000", "released": "2002-08-01", "medians_reliable": False}},
+        {"path": f"{REL}/{UDP}/{folder}/{folder}census_summ_2018.csv", "vintage": {
+            "suffix": "18", "label": "ACS 2014-2018", "released": "2019-12-19"}}]}
 
 
 def _udp_database(path: str) -> dict[str, object]:
@@ -84,13 +100,19 @@ def regions() -> list[dict[str, object]]:
     oh, ga = f"{BND}/cb_2018_39_tract_500k.shp", f"{BND}/cb_2018_13_tract_500k.shp"
     seattle = ("53033", "53053", "53061")
     cleveland = _counties(f"{UDP}/Cleveland/Cleveland_typology_output.csv")
+    # UDP's Boston metro reaches into New Hampshire, whose tracts have no boundary or eviction file here
+    boston = tuple(c for c in _counties(f"{UDP}/Boston/Bostoncensus_summ_2018.csv") if c.startswith("25"))
+    santa_cruz = "06087"  # a region of its own (its UDP database), though UDP's Bay Area download includes it
+    bay_area = _counties(f"{UDP}/SanFrancisco/SanFranciscocensus_summ_2018.csv", (santa_cruz,))
     return [
         _region("Seattle metro (King, Pierce, Snohomish)", list(seattle), wa,
                 evictions=_evictions(f"{EV}/WA/evictionlab_v1_tracts_WA.csv"),
                 demographics=_udp(f"{UDP}/Seattle/Seattle_typology_output.csv")),
         _region("Washington (other counties)", _counties(f"{EV}/WA/evictionlab_v1_tracts_WA.csv", seattle), wa,
                 evictions=_evictions(f"{EV}/WA/evictionlab_v1_tracts_WA.csv")),
-        _region("Massachusetts", _counties(f"{EV}/MA/evictionlab_v1_tracts_MA.csv"), ma,
+        _region("Boston metro (Massachusetts counties)", list(boston), ma,
+                evictions=_evictions(f"{EV}/MA/evictionlab_v1_tracts_MA.csv"), demographics=_census("Boston", "")),
+        _region("Massachusetts (other counties)", _counties(f"{EV}/MA/evictionlab_v1_tracts_MA.csv", boston), ma,
                 evictions=_evictions(f"{EV}/MA/evictionlab_v1_tracts_MA.csv")),
         _region("Cleveland metro", cleveland, oh,
                 evictions=_evictions(f"{EV}/OH/evictionlab_v1_tracts_cleveland_past.csv"),
@@ -103,6 +125,8 @@ def regions() -> list[dict[str, object]]:
                 evictions=_evictions(f"{EV}/DC/evictionlab_v1_tracts_DC.csv")),
         _region("Atlanta metro", _counties(f"{UDP}/Atlanta/Atlanta_typology_output.csv"), ga,
                 demographics=_udp(f"{UDP}/Atlanta/Atlanta_typology_output.csv")),
+        _region("San Francisco Bay Area", bay_area, f"{UDP}/public_typologies/udp_public_sanfrancisco.gpkg",
+                name_column=None, demographics=_census("SanFrancisco", "_2018")),
         # no boundary file in ../shared/data: these regions run on the tracts their sources name
         _region("South Carolina", _counties(f"{EV}/SC/evictionlab_v1_tracts_SC.csv"), None,
                 evictions=_evictions(f"{EV}/SC/evictionlab_v1_tracts_SC.csv")),
@@ -129,8 +153,9 @@ HEADER = """\
 #   risk --config examples/regions.yaml backtest --outcome low_income_loss --json
 #
 # South Carolina, San Diego and the California UDP regions have no boundary file in ../shared/data: they run on
-# the tracts their sources name, without spatial features. Not here: Boston and San Francisco, whose raw Census
-# downloads would need UDP's low-income counts recomputed.
+# the tracts their sources name, without spatial features. Boston and San Francisco read UDP's raw Census
+# downloads (low-income counts recomputed from the income bins); San Francisco's tracts are UDP's public typology
+# GeoPackage.
 # ignore_geoids: water tracts present in a source file but not in the boundaries; tracts 25003935200 and
 # 25003935300, whose Massachusetts rows are conflicting copies per year; and 45063980100, a special-use tract
 # with 0-1 renter households and up to 18 filings a year (`risk validate` names each of them otherwise).

@@ -342,3 +342,27 @@ def test_udp_typology_output_reads_exactly_like_the_database_it_extends() -> Non
 def test_udp_typology_output_needs_a_path_and_vintages() -> None:
     with pytest.raises(ValueError, match="format udp_typology_output needs `path`"):
         DemographicsSource(format="udp_typology_output", vintages=UDP_VINTAGES)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("reliable", [True, False])
+def test_a_crosswalked_census_table_draws_its_low_income_line_from_the_households_not_the_shrunk_medians(
+        tmp_path: Path, reliable: bool) -> None:
+    # two tracts whose 40 households split evenly around $20,000: the region's median household income is 20,000
+    # and its 80% line 16,000. The crosswalked medians (hinc) are shrunk to a quarter by the weights.
+    path = tmp_path / "xwalk_00.csv"
+    pd.DataFrame({"FIPS": ["25025000100.0", "25025000200.0"], "hh_00": [20, 20], "hinc_00": [4000, 6000],
+                  "I_10000_00": [10, 0], "I_20000_00": [10, 0], "I_30000_00": [0, 10], "I_40000_00": [0, 10]}
+                 ).to_csv(path, index=False)
+    cfg = DemographicsSource.model_validate({"format": "census_tables", "tables": [{"path": str(path), "vintage": {
+        "suffix": "00", "label": "Census 2000", "released": "2002-08-01", "medians_reliable": reliable}}]})
+    log = ProblemLog("demographics")
+    got = load_demographics(cfg, RegionSettings(county_fips=("25025",)), None, "utf-8", log).long
+    wide = got.pivot(index="geoid", columns="measure", values="value")
+    if reliable:  # UDP's rule: 80% of the median of the tract medians (5,000), inside the first bin
+        assert wide.loc["25025000100", "low_income_share"] == pytest.approx(0.5 * 4000 / 10000)
+        assert "median_income" in wide
+    else:  # every household under 16,000: the first bin and 60% of the second
+        assert wide.loc["25025000100", "low_income_share"] == pytest.approx((10 + 0.6 * 10) / 20)
+        assert wide.loc["25025000200", "low_income_share"] == pytest.approx(0.0)
+        assert "median_income" not in wide  # a shrunk median is no median
+    assert not log.has_errors, log.items

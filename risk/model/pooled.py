@@ -154,14 +154,25 @@ def _measured(preds: pd.DataFrame, settings: Settings, name: str) -> tuple[dict,
         raise BacktestError(f"{name}: no baseline could be scored on the test origins")
     best = max(baselines, key=lambda m: metrics[m]["pr_auc"])
     cis, ratio_ci = bootstrap(preds, usable, settings.model.bootstrap, settings.model.seed, "lightgbm", best)
-    udp = {"ratio": None, "ci95": None}
-    if "udp_typology" in usable and metrics["udp_typology"]["pr_auc"] > 0:
-        _, udp_ci = bootstrap(preds, ["lightgbm", "udp_typology"], settings.model.bootstrap, settings.model.seed,
-                              "lightgbm", "udp_typology")
-        udp = {"ratio": metrics["lightgbm"]["pr_auc"] / metrics["udp_typology"]["pr_auc"], "ci95": list(udp_ci)}
+    udp = _vs_udp(preds, settings) if "udp_typology" in usable else {"ratio": None, "ci95": None}
     vs_best = {"baseline": best, "ratio": metrics["lightgbm"]["pr_auc"] / metrics[best]["pr_auc"],
                "ci95": list(ratio_ci)}
     return metrics, cis, best, ratio_ci, vs_best, udp
+
+
+def _vs_udp(preds: pd.DataFrame, settings: Settings) -> dict[str, object]:
+    """LightGBM against the UDP typology on the tracts the typology ranks: a region without it (its tracts
+    ranked in the middle to keep every model on the same rows) would flatter LightGBM here."""
+    if "udp_typology_filled" in preds:
+        preds = preds[~preds["udp_typology_filled"].astype(bool)]
+    if preds["y"].nunique() < 2:
+        return {"ratio": None, "ci95": None}
+    lgbm, udp = model_metrics(preds, "lightgbm")["pr_auc"], model_metrics(preds, "udp_typology")["pr_auc"]
+    if not udp:
+        return {"ratio": None, "ci95": None}
+    _, ci = bootstrap(preds, ["lightgbm", "udp_typology"], settings.model.bootstrap, settings.model.seed,
+                      "lightgbm", "udp_typology")
+    return {"ratio": lgbm / udp, "ci95": list(ci)}
 
 
 def _models_json(metrics: dict, cis: dict) -> dict[str, dict[str, object] | None]:

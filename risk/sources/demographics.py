@@ -161,15 +161,24 @@ def _college(frame: pd.DataFrame, s: str) -> pd.Series | None:
     return (top / total.where(total > 0)).clip(upper=1.0)
 
 
-def _low_income_share(frame: pd.DataFrame, s: str, income: pd.Series) -> pd.Series | None:
-    """Households under 80% of the regional median (median of tract medians), interpolated within bins."""
+def _low_income_share(frame: pd.DataFrame, s: str, income: pd.Series | None) -> pd.Series | None:
+    """Households under 80% of the regional median income, interpolated within the income bins.
+
+    The regional median is UDP's, the median of the tract medians (``income``), where those are reliable. A
+    crosswalked vintage's tract medians are shrunk by the crosswalk weights (``income`` is None then): its
+    median is that of every household of the region, read from the bins summed over its tracts, which the
+    crosswalk carries over as households."""
     bins = sorted((int(m.group(1)), c) for c in frame.columns if (m := re.fullmatch(rf"I_(\d+)_{s}", c)))
-    if len(bins) < 3 or income.notna().sum() == 0:
+    if len(bins) < 3:
         return None
-    threshold = 0.8 * float(income.median())
-    counts = frame[[c for _, c in bins]].to_numpy(dtype="float64")
+    counts = np.nan_to_num(frame[[c for _, c in bins]].to_numpy(dtype="float64"))
     uppers = np.array([u for u, _ in bins], dtype="float64")
     lowers = np.concatenate([[0.0], uppers[:-1]])
+    median = (float(income.median()) if income is not None and income.notna().any()
+              else _binned_median(counts.sum(axis=0), lowers, uppers))
+    if median is None:
+        return None
+    threshold = 0.8 * median
     below = np.clip((threshold - lowers) / (uppers - lowers), 0.0, 1.0)
     below[-1] = 0.0 if threshold <= lowers[-1] else below[-1]  # open top bin
     total = counts.sum(axis=1)
@@ -178,7 +187,20 @@ def _low_income_share(frame: pd.DataFrame, s: str, income: pd.Series) -> pd.Seri
     return pd.Series(share, index=frame.index)
 
 
-def _census_measures(table: Table, s: str, log: ProblemLog) -> dict[str, tuple[pd.Series, str]]:
+def _binned_median(households: np.ndarray, lowers: np.ndarray, uppers: np.ndarray) -> float | None:
+    """The income at which half the households lie below, linear within its bin; None without households."""
+    total = float(households.sum())
+    if total <= 0:
+        return None
+    before = np.concatenate([[0.0], np.cumsum(households)[:-1]])
+    i = int(np.searchsorted(np.cumsum(households), total / 2))
+    if households[i] <= 0:
+        return float(lowers[i])
+    return float(lowers[i] + (total / 2 - before[i]) / households[i] * (uppers[i] - lowers[i]))
+
+
+def _census_measures(table: Table, s: str, log: ProblemLog, medians_reliable: bool = True
+                     ) -> dict[str, tuple[pd.Series, str]]:
     """Measures of a raw table: {measure: (values, column named in problems)}."""
     f = table.frame
     num = {c: to_number(table, c, log, sentinels=True) for c in f.columns if c.endswith(f"_{s}")}
@@ -186,7 +208,7 @@ def _census_measures(table: Table, s: str, log: ProblemLog) -> dict[str, tuple[p
     out: dict[str, tuple[pd.Series, str]] = {}
     for measure, stem in (("population", "pop"), ("households", "hh"), ("renter_households", "rhu"),
                           ("median_rent", "mrent"), ("median_home_value", "mhval"), ("median_income", "hinc")):
-        if f"{stem}_{s}" in g:
+        if f"{stem}_{s}" in g and (medians_reliable or measure not in MEDIANS):
             out[measure] = (g[f"{stem}_{s}"], f"{stem}_{s}")
     if f"white_{s}" in g and f"pop_{s}" in g:
         pop = g[f"pop_{s}"]
@@ -197,7 +219,8 @@ def _census_measures(table: Table, s: str, log: ProblemLog) -> dict[str, tuple[p
         out["housing_units"] = (g[f"hu_{s}"], f"hu_{s}") if f"hu_{s}" in g else (occupied, f"ohu_{s}")
     if (college := _college(g, s)) is not None:
         out["college_share"] = (college, f"total_25_{s}")
-    if "median_income" in out and (li := _low_income_share(g, s, out["median_income"][0])) is not None:
+    income = out["median_income"][0] if "median_income" in out else None
+    if (li := _low_income_share(g, s, income)) is not None:
         out["low_income_share"] = (li, f"I_*_{s}")
         if "households" in out:
             out["low_income_households"] = (li * out["households"][0], f"I_*_{s}")
@@ -214,7 +237,7 @@ def load_census_tables(cfg: DemographicsSource, region: RegionSettings, known: p
         if table is None:
             continue
         geoids, keep = _geoids(table, region, known, log)
-        measures = _census_measures(table, spec.vintage.suffix, log)
+        measures = _census_measures(table, spec.vintage.suffix, log, spec.vintage.medians_reliable)
         if not measures:
             log.add(spec.path, f"no Census variables with suffix _{spec.vintage.suffix}", line=1)
         for measure, (values, column) in measures.items():
