@@ -143,3 +143,20 @@ def test_a_second_pooled_backtest_on_the_same_files_reuses_every_piece_of_work(t
     again = run_pooled_backtest(settings, load_project(settings).regions, "eviction_surge").to_json()
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == entries  # nothing recomputed
     assert json.dumps(again, sort_keys=True, default=str) == json.dumps(first, sort_keys=True, default=str)
+
+
+def test_every_regions_validated_families_are_reused_by_the_next_weekly_load(two_regions: Settings,
+                                                                             tmp_path: Path) -> None:
+    from risk.service.regions import load_regions
+
+    settings = two_regions.model_copy(update={"paths": two_regions.paths.model_copy(
+        update={"cache": tmp_path / "cache"})})
+    load_regions(settings, AS_OF, reuse=True)
+    stored = sorted(p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith("source-"))
+    # one entry per family and region: a region's entry does not supersede the other region's
+    assert len([n for n in stored if n.startswith("source-demographics-")]) == 2
+    again = load_regions(settings, AS_OF, reuse=True)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith("source-")) == stored
+    fresh = load_regions(settings, AS_OF)
+    for a, b in zip(again, fresh, strict=True):
+        pd.testing.assert_frame_equal(a.sources.demographics, b.sources.demographics)

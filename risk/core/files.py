@@ -156,12 +156,15 @@ class EntryStore:
 
         return self.get(key, read)
 
-    def put_frames(self, key: str, frames: dict[str, pd.DataFrame], note: Any = None) -> None:
-        """Store frames (Parquet, dtypes restored on reading) and a JSON-serialisable note."""
+    def put_frames(self, key: str, frames: dict[str, pd.DataFrame], note: Any = None, owner: str | None = None) -> None:
+        """Store frames (Parquet, dtypes restored on reading) and a JSON-serialisable note; ``owner`` names who
+        the entry belongs to, for :meth:`drop_others`."""
         def write(folder: Path) -> None:
             for name, frame in frames.items():
                 write_frame(frame, folder / f"{name}.parquet")
             (folder / "note.json").write_text(json.dumps({"frames": sorted(frames), "note": note}))
+            if owner is not None:
+                (folder / "owner.json").write_text(json.dumps(owner))
 
         self.put(key, write)
 
@@ -170,11 +173,20 @@ class EntryStore:
             return []
         return [p for p in self.folder.iterdir() if _ENTRY.fullmatch(p.name)]
 
-    def drop_others(self, prefix: str, keep: str) -> None:
-        """Remove every entry whose key starts with ``prefix`` except ``keep`` (a superseded version)."""
+    def drop_others(self, prefix: str, keep: str, owner: str | None = None) -> None:
+        """Remove every entry whose key starts with ``prefix`` except ``keep`` (a superseded version); with an
+        ``owner``, only the entries written with that owner (:meth:`put_frames`): one region's family does not
+        supersede another's."""
         for path in self._entries():
-            if path.name.startswith(prefix) and path.name != keep:
+            if path.name.startswith(prefix) and path.name != keep and (owner is None or self._owner(path) == owner):
                 shutil.rmtree(path, ignore_errors=True)
+
+    @staticmethod
+    def _owner(path: Path) -> str | None:
+        try:
+            return json.loads((path / "owner.json").read_text())
+        except (OSError, ValueError):
+            return None
 
     def prune(self, keep_days: int = KEEP_DAYS) -> int:
         """Remove entries (and abandoned temporary folders) unused for ``keep_days``; the number removed."""

@@ -107,9 +107,22 @@ _FIELDS = frozenset(f.name for f in fields(Sources))
 """What a family's loaded value may fill by name; any other name is an extra table."""
 
 
+_HASHED: dict[tuple[str, int, int, int, int], str] = {}
+"""Hashes of files this process already read, by path, inode, size and change times: regions sharing a
+statewide file hash it once."""
+
+
 def _sha256(path: Path, limits: ReadLimits | None = None) -> str:
-    if limits is not None and path.stat().st_size > limits.max_bytes:
+    stat = path.stat()
+    if limits is not None and stat.st_size > limits.max_bytes:
         return "over sources.max_file_mb"  # its loader refuses it: hashing a sparse terabyte first would not be fast
+    seen = (os.path.abspath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if seen not in _HASHED:
+        _HASHED[seen] = _file_digest(path)
+    return _HASHED[seen]
+
+
+def _file_digest(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

@@ -15,6 +15,7 @@ stays clean on any day after the latest date its checks compared
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable
 from datetime import date
@@ -53,6 +54,8 @@ class StoredFamilies:
         self.base = base
         self.hashes = hashes
         self.today = pd.Timestamp(today)
+        self.owner = json.dumps(base.get("region"), sort_keys=True, default=str)
+        """Whose entries these are: the region (its name, counties and ignored tracts)."""
 
     def load(self, family: str, codec: Codec[Any], files: list[Path], settings: object, log: ProblemLog,
              load: Callable[[], T]) -> T:
@@ -72,6 +75,7 @@ class StoredFamilies:
             self.store.put_frames(key, frames, {
                 "value": value_note,
                 "problems": [{**dataclasses.asdict(p), "file": _absolute(p.file)} for p in log.items],
-                "latest": log.latest.isoformat() if log.latest is not None else None})
-            self.store.drop_others(f"source-{family}-", key)  # last week's version of this family is superseded
+                "latest": log.latest.isoformat() if log.latest is not None else None}, owner=self.owner)
+            # last week's version of this family in this region is superseded; other regions' are not
+            self.store.drop_others(f"source-{family}-", key, owner=self.owner)
         return value
