@@ -101,7 +101,8 @@ def regions() -> list[dict[str, object]]:
     seattle = ("53033", "53053", "53061")
     cleveland = _counties(f"{UDP}/Cleveland/Cleveland_typology_output.csv")
     # UDP's Boston metro reaches into New Hampshire, whose tracts have no boundary or eviction file here
-    boston = tuple(c for c in _counties(f"{UDP}/Boston/Bostoncensus_summ_2018.csv") if c.startswith("25"))
+    boston_all = _counties(f"{UDP}/Boston/Bostoncensus_summ_2018.csv")
+    boston = tuple(c for c in boston_all if c.startswith("25"))
     santa_cruz = "06087"  # a region of its own (its UDP database), though UDP's Bay Area download includes it
     bay_area = _counties(f"{UDP}/SanFrancisco/SanFranciscocensus_summ_2018.csv", (santa_cruz,))
     return [
@@ -112,6 +113,8 @@ def regions() -> list[dict[str, object]]:
                 evictions=_evictions(f"{EV}/WA/evictionlab_v1_tracts_WA.csv")),
         _region("Boston metro (Massachusetts counties)", list(boston), ma,
                 evictions=_evictions(f"{EV}/MA/evictionlab_v1_tracts_MA.csv"), demographics=_census("Boston", "")),
+        _region("Boston metro (New Hampshire counties)", [c for c in boston_all if c not in boston], None,
+                demographics=_census("Boston", "")),
         _region("Massachusetts (other counties)", _counties(f"{EV}/MA/evictionlab_v1_tracts_MA.csv", boston), ma,
                 evictions=_evictions(f"{EV}/MA/evictionlab_v1_tracts_MA.csv")),
         _region("Cleveland metro", cleveland, oh,
@@ -152,10 +155,10 @@ HEADER = """\
 #   risk --config examples/regions.yaml backtest --outcome eviction_surge --json
 #   risk --config examples/regions.yaml backtest --outcome low_income_loss --json
 #
-# South Carolina, San Diego and the California UDP regions have no boundary file in ../shared/data: they run on
-# the tracts their sources name, without spatial features. Boston and San Francisco read UDP's raw Census
-# downloads (low-income counts recomputed from the income bins); San Francisco's tracts are UDP's public typology
-# GeoPackage.
+# South Carolina, San Diego, the California UDP regions and Boston metro's New Hampshire counties have no
+# boundary file in ../shared/data: they run on the tracts their sources name, without spatial features. Boston
+# and San Francisco read UDP's raw Census downloads (low-income counts recomputed from the income bins); San
+# Francisco's tracts are UDP's public typology GeoPackage.
 # ignore_geoids: water tracts present in a source file but not in the boundaries; tracts 25003935200 and
 # 25003935300, whose Massachusetts rows are conflicting copies per year; and 45063980100, a special-use tract
 # with 0-1 renter households and up to 18 filings a year (`risk validate` names each of them otherwise).
