@@ -310,3 +310,13 @@ def test_driver_table_gives_every_tract_the_same_drivers_as_one_tract_at_a_time(
         assert rows["sentence"].tolist() == [d.sentence for d in one]
         np.testing.assert_array_equal(rows["contribution"].to_numpy(), [d.contribution for d in one])
         np.testing.assert_array_equal(rows["value"].to_numpy(), [d.value for d in one])
+
+
+def test_a_tract_of_a_region_of_several_counties_is_compared_with_its_region() -> None:
+    from risk.scoring.explain import _sentence, comparison_area
+
+    assert comparison_area(("53033",)) == "county"
+    assert comparison_area(("53033", "53053", "53061")) == "region"
+    sentence = _sentence("renter_share", 0.72, 0.35, -0.2, comparison_area(("53033", "53053")))
+    assert sentence == "Renter households: 72% (region median 35%); lowers the risk."
+    assert "(most of the region: no)" in _sentence("cov_permits", 1.0, 0.0, -0.1, "region")

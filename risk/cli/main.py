@@ -311,7 +311,12 @@ def models_rollback(ctx: click.Context, outcome: str | None) -> None:
 def explain(ctx: click.Context, geoid: str, as_json: bool, png: Path | None) -> None:
     """Why a tract scored as it did in the newest run: SHAP drivers in plain words."""
     from risk.core.errors import RiskError
-    from risk.scoring.explain import contributions, tract_explanation, waterfall_png
+    from risk.scoring.explain import (
+        comparison_area,
+        contributions,
+        tract_explanation,
+        waterfall_png,
+    )
     from risk.service.artifacts import read_newest_run
 
     stored = read_newest_run(settings_of(ctx))
@@ -320,7 +325,11 @@ def explain(ctx: click.Context, geoid: str, as_json: bool, png: Path | None) -> 
     if geoid not in features.index:
         raise RiskError(f"tract {geoid} is not in run {stored.run_id} (as of {stored.as_of})")
     model = record.load()
-    doc = tract_explanation(model, features, geoid, features.median())
+    # a tract is compared with its own region, as in the run's sentences
+    counties = next((r.region.county_fips for r in settings_of(ctx).regional() if geoid[:5] in r.region.county_fips),
+                    (geoid[:5],))
+    own = features[features.index.str[:5].isin(counties)]
+    doc = tract_explanation(model, features, geoid, own.median(), area=comparison_area(counties))
     doc = {"geoid": doc["geoid"], "probability": doc["probability"], "tier": str(stored.scores.loc[geoid, "tier"]),
            "base_value": doc["base_value"], "drivers": doc["drivers"]}
     if png is not None:

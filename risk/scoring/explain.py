@@ -144,21 +144,27 @@ def _effect(contribution: float) -> str:
     return "does not change the risk"
 
 
-def _flag_sentence(feature: Feature, value: float, median: float, effect: str) -> str:
-    """Coverage flags: yes/no against what most of the county has (a median of 0/1 reads badly)."""
+def comparison_area(county_fips: tuple[str, ...]) -> str:
+    """What a tract is compared with, in words: its county when the region is one county, else its region."""
+    return "county" if len(county_fips) == 1 else "region"
+
+
+def _flag_sentence(feature: Feature, value: float, median: float, effect: str, area: str = "county") -> str:
+    """Coverage flags: yes/no against what most of the area has (a median of 0/1 reads badly)."""
     text = f"{feature.label}: {feature.format(value)}"
     if not _is_missing(median):
         if median == 0.5:
-            text += " (about half of the county: yes)"
+            text += f" (about half of the {area}: yes)"
         elif (value >= 0.5) == (median > 0.5):
-            text += " (as in most of the county)"
+            text += f" (as in most of the {area})"
         else:
-            text += f" (most of the county: {'yes' if median > 0.5 else 'no'})"
+            text += f" (most of the {area}: {'yes' if median > 0.5 else 'no'})"
     return f"{text}; {effect}."
 
 
-def _sentence(name: str, value: float, median: float, contribution: float) -> str:
-    """One plain-language sentence: label, value in its unit, county median, and which way it moves the risk."""
+def _sentence(name: str, value: float, median: float, contribution: float, area: str = "county") -> str:
+    """One plain-language sentence: label, value in its unit, the median of the tract's ``area`` (county or
+    region), and which way it moves the risk."""
     feature = _feature(name)
     effect = _effect(contribution)
     lag = name.startswith("nbr_")
@@ -166,20 +172,20 @@ def _sentence(name: str, value: float, median: float, contribution: float) -> st
         where = "the neighboring tracts" if lag else "this tract"
         return f"{feature.label}: not available for {where}; the model treats it as missing, which {effect}."
     if feature.unit == "flag":
-        return _flag_sentence(feature, value, median, effect)
+        return _flag_sentence(feature, value, median, effect, area)
     text = f"{feature.label}: {_format(feature, value)}"
     if lag:
         text += " on average"  # a spatial lag is the mean over the contiguous tracts
     if not _is_missing(median):
-        text += f" (county median {_format_median(feature, median)})"
+        text += f" ({area} median {_format_median(feature, median)})"
     return f"{text}; {effect}."
 
 
-def drivers(expl: Explanation, geoid: str, county: pd.Series, k: int = 5) -> list[Driver]:
+def drivers(expl: Explanation, geoid: str, county: pd.Series, k: int = 5, area: str = "county") -> list[Driver]:
     """The ``k`` features that move a tract's score most (largest |contribution| first), each with a sentence.
 
-    ``county`` holds the county median of each feature (indexed by feature name); a feature without one gets
-    no comparison.
+    ``county`` holds the median of each feature over the tract's county or region (``area``, as the sentences
+    name it), indexed by feature name; a feature without one gets no comparison.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, not {k}")
@@ -195,11 +201,11 @@ def drivers(expl: Explanation, geoid: str, county: pd.Series, k: int = 5) -> lis
         value, contribution = float(data[name]), float(row.iloc[i])
         median = float(county.get(name, np.nan))
         out.append(Driver(name, _feature(name).label, value, contribution,
-                          _sentence(name, value, median, contribution)))
+                          _sentence(name, value, median, contribution, area)))
     return out
 
 
-def driver_table(expl: Explanation, county: pd.Series, k: int = 5) -> pd.DataFrame:
+def driver_table(expl: Explanation, county: pd.Series, k: int = 5, area: str = "county") -> pd.DataFrame:
     """:func:`drivers` for every tract at once, as rows (geoid, rank, feature, value, contribution, sentence).
 
     The top ``k`` of each row come from one stable argsort over the whole matrix: at national scale a
@@ -219,7 +225,7 @@ def driver_table(expl: Explanation, county: pd.Series, k: int = 5) -> pd.DataFra
     return pd.DataFrame({
         "geoid": expl.values.index.to_numpy()[rows], "rank": np.tile(np.arange(1, k + 1), len(values)),
         "feature": names, "value": value, "contribution": contribution,
-        "sentence": [_sentence(str(n), float(v), float(m), float(c))
+        "sentence": [_sentence(str(n), float(v), float(m), float(c), area)
                      for n, v, m, c in zip(names, value, medians, contribution)],
     })
 
@@ -244,7 +250,7 @@ def _json_number(value: float) -> float | None:
 
 
 def tract_explanation(model: TrainedModel, X: pd.DataFrame, geoid: str, county: pd.Series,
-                      k: int = 5) -> dict[str, Any]:
+                      k: int = 5, area: str = "county") -> dict[str, Any]:
     """The JSON contract of one tract's explanation (the caller adds the tier)."""
     if geoid not in X.index:
         raise ExplanationError(f"tract {geoid} is not in the feature table")
@@ -257,7 +263,7 @@ def tract_explanation(model: TrainedModel, X: pd.DataFrame, geoid: str, county: 
         "drivers": [
             {"feature": d.feature, "label": d.label, "value": _json_number(d.value),
              "contribution": _json_number(d.contribution), "sentence": d.sentence}
-            for d in drivers(expl, geoid, county, k)
+            for d in drivers(expl, geoid, county, k, area)
         ],
     }
 

@@ -43,7 +43,7 @@ from risk.features.dictionary import feature_names
 from risk.model.engines.configured import train_and_register
 from risk.model.gbm import TrainedModel
 from risk.model.registry import ModelRecord
-from risk.scoring.explain import contributions, driver_table
+from risk.scoring.explain import comparison_area, contributions, driver_table
 from risk.service.artifacts import features_path, model_registry, read_newest_run
 from risk.service.freshness import required_sources
 from risk.service.history import abandon_unfinished, begin_run, finish_run, update_run
@@ -208,7 +208,8 @@ def _driver_rows(model: TrainedModel, features: pd.DataFrame, project: Project) 
     parts = []
     for region in project.regions:
         own = features.loc[features.index.intersection(region.sources.tracts.index)]
-        parts.append(driver_table(contributions(model, own), own.median(), DRIVERS_PER_TRACT))
+        parts.append(driver_table(contributions(model, own), own.median(), DRIVERS_PER_TRACT,
+                                  comparison_area(region.settings.region.county_fips)))
     return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
 

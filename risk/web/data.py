@@ -25,6 +25,7 @@ from risk.core.store import alerted, run_scores, runs, scores
 from risk.features.dictionary import BASE_FEATURES, BY_NAME, Feature
 from risk.model.gbm import TrainedModel
 from risk.model.registry import ModelRecord
+from risk.scoring.explain import comparison_area
 from risk.scoring.scores import TIERS
 from risk.service.artifacts import StoredRun, read_newest_run
 from risk.web import accounts
@@ -250,11 +251,18 @@ class WebData:
         return out[::-1]
 
     def indicators(self, view: RunView, geoid: str) -> list[dict[str, Any]]:
-        """The tract's own (not neighbors') indicators against the county median, by family."""
+        """The tract's own (not neighbors') indicators against its region's median, by family."""
         features = view.features
         if features is None or geoid not in features.index:
             return []
-        medians = self.memo(("medians", view.run_id), lambda: features.median(numeric_only=True))
+        regions = self.geography().regions
+        region = regions.get(geoid, "")
+
+        def region_medians() -> pd.Series:
+            members = [g for g, r in regions.items() if r == region]
+            return features.loc[features.index.intersection(members)].median(numeric_only=True)
+
+        medians = self.memo(("medians", view.run_id, region), region_medians)
         row = features.loc[geoid]
         out = []
         for f in BASE_FEATURES:
@@ -270,6 +278,13 @@ class WebData:
                         "value": _shown(f, value), "median": "" if median is None else _shown(f, median),
                         "relation": relation})
         return out
+
+    def comparison_area(self, geoid: str) -> str:
+        """What the tract's indicators are compared with, in words: 'county' or 'region'."""
+        for regional in self.settings.regional():
+            if geoid[:5] in regional.region.county_fips:
+                return comparison_area(regional.region.county_fips)
+        return "county"
 
     def drivers(self, view: RunView, geoid: str) -> list[dict[str, Any]]:
         """The stored drivers of the tract in this run, strongest first."""

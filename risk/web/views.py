@@ -146,6 +146,7 @@ def _tract_page(request: Request, view: RunView, geoid: str, user: User, status:
     return state.pages.render(
         request, "tract.html.j2", status=status, run=view.run, tract=tract, history=history,
         chart=history_chart(history), drivers=data.drivers(view, geoid), indicators=data.indicators(view, geoid),
+        area=data.comparison_area(geoid),
         alerts=data.past_alerts(geoid), reviews=accounts.review_history(data.engine, geoid),
         can_decide=user.can("planner"), errors=errors or {}, values=values or {},
         today=today.isoformat(), latest=(today + timedelta(days=366 * MAX_FOLLOW_UP_YEARS)).isoformat())
