@@ -313,10 +313,17 @@ def test_driver_table_gives_every_tract_the_same_drivers_as_one_tract_at_a_time(
 
 
 def test_a_tract_of_a_region_of_several_counties_is_compared_with_its_region() -> None:
-    from risk.scoring.explain import _sentence, comparison_area
+    from risk.scoring.explain import comparison_area
 
     assert comparison_area(("53033",)) == "county"
-    assert comparison_area(("53033", "53053", "53061")) == "region"
-    sentence = _sentence("renter_share", 0.72, 0.35, -0.2, comparison_area(("53033", "53053")))
-    assert sentence == "Renter households: 72% (region median 35%); lowers the risk."
-    assert "(most of the region: no)" in _sentence("cov_permits", 1.0, 0.0, -0.1, "region")
+    area = comparison_area(("53033", "53053", "53061"))
+    assert area == "region"
+    geoid, names = "53033000100", ["renter_share", "cov_permits"]
+    index = pd.Index([geoid], name="geoid")
+    values = pd.DataFrame([[-0.2, -0.1]], index=index, columns=names)
+    data = pd.DataFrame([[0.72, 1.0]], index=index, columns=names)
+    expl = Explanation(values, -1.5, pd.Series([values.iloc[0].sum() - 1.5], index=index), data)
+    got = {d.feature: d.sentence for d in drivers(expl, geoid, pd.Series({"renter_share": 0.35, "cov_permits": 0.0}),
+                                                   k=2, area=area)}
+    assert got["renter_share"] == "Renter households: 72% (region median 35%); lowers the risk."
+    assert "(most of the region: no)" in got["cov_permits"]
