@@ -180,6 +180,18 @@ def test_validate_lists_the_first_rows_of_a_broken_column_and_counts_the_rest(wo
     errors = [e for e in json.loads(result.stdout)["errors"] if e["column"] == "eviction-filings"]
     assert [e["line"] for e in errors[:5]] == [2, 3, 4, 5, 6]
     assert re.search(r"and 97 more rows", errors[5]["message"])
+    # the summary carries every row it stands for: the list of rows to fix comes from the product itself
+    assert [m["line"] for m in errors[5]["more"]] == list(range(7, 104))
+    assert all("-1" in m["message"] for m in errors[5]["more"])
+
+
+def test_validate_all_prints_every_problem_row(world: World) -> None:
+    _csv_edit(world.evictions, lambda f: f.assign(**{"eviction-filings": "-1"}))
+    result = CliRunner().invoke(main, ["--config", str(world.config), "validate", "--all"])
+    assert result.exit_code == 3
+    lines = [ln for ln in result.output.splitlines() if "column 'eviction-filings'" in ln]
+    assert len(lines) == 102 and "more rows" not in result.output
+    assert lines[-1].startswith("error ") and "line 103" in lines[-1]
 
 
 def test_validate_passes_on_the_test_world_with_warnings_only(world: World) -> None:

@@ -73,10 +73,12 @@ def config_keys() -> None:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (every problem row included).")
+@click.option("--all", "every_row", is_flag=True,
+              help="List every row of each problem, not the first five and a count.")
 @click.pass_context
 @handles_errors
-def validate(ctx: click.Context, as_json: bool) -> None:
+def validate(ctx: click.Context, as_json: bool, every_row: bool) -> None:
     """Check every input file; report all problems at once (exit 3 if any is an error)."""
     from risk.sources.validation import validate as run_validation
 
@@ -84,12 +86,21 @@ def validate(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
-        _print_report(report)
+        _print_report(report, every_row)
     if not report.ok:
         sys.exit(DataValidationError.exit_code)
 
 
-def _print_report(report: Any) -> None:
+def _print_problem(console: Any, label: str, p: Any, every_row: bool) -> None:
+    if every_row and p.more:  # the rows the summary stands for, each on its own line
+        for line, message in p.more:
+            console.print(f"{label} {p.file}, line {line}" + (f", column '{p.column}'" if p.column else "")
+                          + f": {message}", highlight=False)
+        return
+    console.print(f"{label} {p}", highlight=False)
+
+
+def _print_report(report: Any, every_row: bool = False) -> None:
     several = len({f.region for f in report.families}) > 1
     table = Table(*(["region"] if several else []), "family", "rows", "tracts", "first", "last", title="Sources")
     for f in report.families:
@@ -98,9 +109,9 @@ def _print_report(report: Any) -> None:
     if report.families:
         out.print(table)
     for p in report.warnings:
-        out.print(f"[yellow]warning[/] {p}", highlight=False)
+        _print_problem(out, "[yellow]warning[/]", p, every_row)
     for p in report.errors:
-        err.print(f"[red]error[/] {p}", highlight=False)
+        _print_problem(err, "[red]error[/]", p, every_row)
     if report.ok:
         out.print(f"[green]valid[/]: no errors, {len(report.warnings)} warning(s)")
     else:

@@ -60,6 +60,9 @@ class Problem:
     column: str | None = None
     severity: Literal["error", "warning"] = "error"
     family: str = ""
+    more: tuple[tuple[int | None, str], ...] = ()
+    """The rows a summary problem ("... and 7 more rows") stands for, as (line, message): `risk validate --all`
+    and `--json` list them all."""
 
     def __str__(self) -> str:
         parts = [self.file]
@@ -70,8 +73,10 @@ class Problem:
         return f"{', '.join(parts)}: {self.message}"
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-ready form."""
-        return asdict(self)
+        """JSON-ready form (the rows a summary stands for as ``more``: [{"line", "message"}])."""
+        out = asdict(self)
+        out["more"] = [{"line": line, "message": message} for line, message in self.more]
+        return out
 
 
 class DataValidationError(RiskError):

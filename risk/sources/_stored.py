@@ -66,7 +66,9 @@ class StoredFamilies:
             frames, note = stored
             latest = pd.Timestamp(note["latest"]) if note["latest"] else None
             if latest is None or latest <= self.today:
-                log.items.extend(Problem(**{**p, "file": _shown(p["file"])}) for p in note["problems"])
+                log.items.extend(Problem(**{**p, "file": _shown(p["file"]),
+                                            "more": tuple(tuple(m) for m in p.get("more", ()))})
+                                 for p in note["problems"])
                 log.latest = latest
                 return codec.unpack(frames, note["value"])  # type: ignore[no-any-return]
         value = load()

@@ -35,6 +35,8 @@ SENTINEL_MAX = -1e8
 """Census/ACS annotation values (-666666666, -999999999, ...) are all below this."""
 
 _EXAMPLES = 5
+_LISTED = 100_000
+"""Rows a summary problem lists in full (`risk validate --all`)."""
 """Rows listed per check before the rest are summarised, so one broken column stays readable."""
 
 
@@ -84,8 +86,13 @@ class ProblemLog:
             self.add(table.path, describe(int(pos)), line=table.line(int(pos)), column=column, severity=severity)
         if len(positions) > _EXAMPLES:
             rest = len(positions) - _EXAMPLES
-            self.add(table.path, f"... and {rest} more row{'s' if rest > 1 else ''} with the same problem "
-                     f"(first at line {table.line(int(positions[0]))})", column=column, severity=severity)
+            # every row the summary stands for, for `risk validate --all` (bounded: a national file can have
+            # millions of bad rows, and the first hundred thousand are enough to act on)
+            more = tuple((table.line(int(pos)), describe(int(pos))) for pos in positions[_EXAMPLES:_LISTED])
+            self.items.append(Problem(
+                file=display_path(table.path), column=column, severity=severity, family=self.family,  # type: ignore[arg-type]
+                message=f"... and {rest} more row{'s' if rest > 1 else ''} with the same problem "
+                        f"(first at line {table.line(int(positions[0]))})", more=more))
 
     @property
     def has_errors(self) -> bool:
