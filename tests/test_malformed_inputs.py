@@ -202,3 +202,16 @@ def test_validate_passes_on_the_test_world_with_warnings_only(world: World) -> N
     assert {f["family"]: f["tracts"] for f in report["families"]} == {
         "boundaries": 6, "demographics": 6, "evictions": 6, "rent": 6, "permits": 3}
     assert len(GEOIDS) == 6
+
+
+def test_rows_of_other_counties_are_not_the_regions_problem(world: World) -> None:
+    # row 6 of the UDP file is a tract of county 53061, outside the region: its broken share is not checked,
+    # nor is a copy of it; the same break in the region is an error
+    _set(world.udp, 6, "per_rent_00", 1.7)
+    _append_copy(world.udp, 6)
+    result = CliRunner().invoke(main, ["--config", str(world.config), "validate", "--json"])
+    assert result.exit_code == 0, result.output
+    _set(world.udp, 0, "per_rent_00", 1.7)
+    result = CliRunner().invoke(main, ["--config", str(world.config), "validate", "--json"])
+    errors = json.loads(result.stdout)["errors"]
+    assert [(e["line"], e["column"]) for e in errors] == [(2, "per_rent_00")]

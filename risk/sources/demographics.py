@@ -91,7 +91,7 @@ def _geoids(table: Table, region: RegionSettings, known: pd.Index | None,
     column = "GEOID" if "GEOID" in table.frame.columns else "FIPS"
     geoids = check_geoids(table, column, log, region.county_fips, announce=False)
     keep = keep_in_region(table, geoids, column, known, region.county_fips, region.ignore_geoids, log)
-    dup = check_duplicates(table, pd.DataFrame({column: geoids}), column, log)
+    dup = check_duplicates(table, pd.DataFrame({column: geoids}), column, log, within=keep)
     return geoids, keep & ~dup & geoids.notna().to_numpy()
 
 
@@ -110,7 +110,8 @@ def _udp_vintage(table: Table, v: Vintage, geoids: pd.Series, keep: np.ndarray, 
         column = f"{stem}_{v.suffix}"
         if column not in table.frame.columns or (measure in MEDIANS and not v.medians_reliable):
             continue
-        values = number(column)
+        # only the region's rows are checked: a statewide file's other counties are not the region's problem
+        values = number(column).where(keep)
         values = check_measure(table, values, measure, column, log, v.shares_over_one)
         parts.append(long_rows(geoids[keep], measure, values[keep], v.label, pd.Timestamp(v.released)))
     if not parts:
@@ -241,7 +242,7 @@ def load_census_tables(cfg: DemographicsSource, region: RegionSettings, known: p
         if not measures:
             log.add(spec.path, f"no Census variables with suffix _{spec.vintage.suffix}", line=1)
         for measure, (values, column) in measures.items():
-            values = check_measure(table, values, measure, column, log, spec.vintage.shares_over_one)
+            values = check_measure(table, values.where(keep), measure, column, log, spec.vintage.shares_over_one)
             parts.append(long_rows(geoids[keep], measure, values[keep], spec.vintage.label,
                                    pd.Timestamp(spec.vintage.released)))
     return pd.concat(parts, ignore_index=True) if parts else empty_long()
