@@ -65,3 +65,10 @@ def test_the_known_artefacts_are_named(messages: list[str]) -> None:
 def test_clean_counties_are_not_flagged(messages: list[str]) -> None:
     for county in ("53033", "53053", "39061"):  # King, Pierce, Hamilton: no coverage break
         assert not _named(messages, "court_coverage_break", f"county {county}")
+
+
+def test_eviction_labs_low_flag_is_counted_over_the_regions_rows(messages: list[str]) -> None:
+    wa = [m for m in messages if "evictionlab_v1_tracts_WA.csv" in m and "low-flag" in m]
+    assert len(wa) == 2  # Seattle metro and the rest of Washington, each its own count
+    totals = sorted(int(m.split("of the region's ")[1].split(" ")[0]) for m in wa)
+    assert sum(totals) <= 24786 and totals[0] < totals[1]

@@ -105,10 +105,10 @@ def load_evictions(cfg: EvictionsSource, region: RegionSettings, known: pd.Index
     keep = keep_in_region(table, geoids, "GEOID", known, region.county_fips, region.ignore_geoids, log)
     dup = check_duplicates(table, pd.DataFrame({"GEOID": geoids, "year": year}), "GEOID", log, within=keep)
     keep &= ~dup & geoids.notna().to_numpy() & year.notna().to_numpy() & year_is_int
-    if "low-flag" in table.frame.columns:
-        flagged = int((pd.to_numeric(table.frame["low-flag"], errors="coerce") == 1).sum())
+    if "low-flag" in table.frame.columns:  # counted over the region's rows, not a statewide file's
+        flagged = int(((pd.to_numeric(table.frame["low-flag"], errors="coerce") == 1).to_numpy() & keep).sum())
         if flagged:
-            log.add(cfg.path, f"{flagged} of {len(table.frame)} rows carry Eviction Lab's low-flag: "
+            log.add(cfg.path, f"{flagged} of the region's {int(keep.sum())} rows carry Eviction Lab's low-flag: "
                     "counts are believed lower than reality", column="low-flag", severity="warning")
     y = year[keep].astype("int64")
     year_end = pd.to_datetime(y.astype(str) + "-12-31")
