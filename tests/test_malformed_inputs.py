@@ -215,3 +215,12 @@ def test_rows_of_other_counties_are_not_the_regions_problem(world: World) -> Non
     result = CliRunner().invoke(main, ["--config", str(world.config), "validate", "--json"])
     errors = json.loads(result.stdout)["errors"]
     assert [(e["line"], e["column"]) for e in errors] == [(2, "per_rent_00")]
+
+
+def test_a_vintage_without_its_own_sampling_fraction_is_named(world: World) -> None:
+    with world.config.open("a") as fh:
+        fh.write('\nmodel:\n  low_income_loss:\n    sample_fractions: {"90": 0.1667, "00": 0.1667, "12": 0.08}\n')
+    result = CliRunner().invoke(main, ["--config", str(world.config), "validate", "--json"])
+    assert result.exit_code == 0, result.output
+    named = [w for w in json.loads(result.stdout)["warnings"] if w["file"] == "model.low_income_loss.sample_fractions"]
+    assert len(named) == 1 and "vintage '18'" in named[0]["message"] and "assumes 0.08" in named[0]["message"]

@@ -350,6 +350,11 @@ class EvictionSurgeSettings(_Section):
                                    "(fit, early stopping, calibration).")
 
 
+DEFAULT_SAMPLE_FRACTION = 0.08
+"""The share of households sampled that a vintage without its own ``sample_fractions`` entry is taken to have
+(ACS 5-year, about 1 in 12)."""
+
+
 class LowIncomeLossSettings(_Section):
     """`low_income_loss`: low-income households fell by more than the regional trend and the sampling noise."""
 

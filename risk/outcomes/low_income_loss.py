@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from risk.core.errors import OutcomeError
-from risk.core.settings import LowIncomeLossSettings
+from risk.core.settings import DEFAULT_SAMPLE_FRACTION, LowIncomeLossSettings
 from risk.outcomes.base import Origin
 from risk.sources import Sources
 
@@ -68,7 +68,7 @@ class LowIncomeLoss:
         return rows.set_index("geoid")["value"]
 
     def _variance(self, count: pd.Series, vintage: str) -> pd.Series:
-        f = self.cfg.sample_fractions.get(self._suffix(vintage), 0.08)
+        f = self.cfg.sample_fractions.get(self._suffix(vintage), DEFAULT_SAMPLE_FRACTION)
         return count.clip(lower=1) * (1 - f) / f * self.cfg.design_effect
 
     def _label(self, li0: pd.Series, li1: pd.Series, share0: pd.Series, v0: str, v1: str) -> pd.DataFrame:

@@ -8,7 +8,7 @@ from datetime import date
 import pandas as pd
 
 from risk.core.errors import Problem
-from risk.core.settings import Settings
+from risk.core.settings import DEFAULT_SAMPLE_FRACTION, Settings
 from risk.sources import Sources, collect
 from risk.sources.registry import families
 
@@ -78,7 +78,22 @@ def validate(settings: Settings, today: date | None = None) -> ValidationReport:
     summaries: list[FamilySummary] = []
     for regional in settings.regional():
         sources, found = collect(regional, today)
-        problems += found
+        problems += found + _sampling_gaps(regional)
         if sources is not None:
             summaries += [replace(f, region=regional.region.name) for f in summarise(sources)]
     return ValidationReport(problems=problems, families=summaries)
+
+
+def _sampling_gaps(settings: Settings) -> list[Problem]:
+    """A warning for each demographic vintage without its own sampling fraction: the low-income loss label's
+    standard errors would use the default, which is right only for an ACS 5-year vintage."""
+    demographics = settings.sources.demographics
+    if demographics is None:
+        return []
+    fractions = settings.model.low_income_loss.sample_fractions
+    vintages = [*demographics.vintages, *(t.vintage for t in demographics.tables)]
+    return [Problem(file="model.low_income_loss.sample_fractions", severity="warning", family="demographics",
+                    message=f"{settings.region.name}: vintage '{v.suffix}' ({v.label}) has no sampling fraction; "
+                    f"the low-income loss label assumes {DEFAULT_SAMPLE_FRACTION:g} (ACS 5-year, about 1 in 12): "
+                    f"add '{v.suffix}: <share of households sampled>'")
+            for v in {v.suffix: v for v in vintages}.values() if v.suffix not in fractions]
