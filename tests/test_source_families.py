@@ -172,3 +172,21 @@ def test_each_family_row_selection_keeps_only_records_known_at_the_date(world_so
         known = known_rows(frame, str(family.known), t)
         kept = family.rows(frame, t) if family.rows is not None else known
         assert 0 < len(kept) <= len(known) and kept.index.isin(known.index).all(), family.name
+
+
+def test_the_newest_vintage_is_not_stale_until_its_successor_is_due(world: World) -> None:
+    import yaml
+
+    config = yaml.safe_load(world.config.read_text())
+    vintages = config["sources"]["demographics"]["vintages"]
+    vintages[-1]["next_release"] = "2020-12-10"  # ACS 2015-2019, due the December after
+    config["sources"]["demographics"].update(max_age_days=30, late_release_days=60)
+    world.config.write_text(yaml.safe_dump(config, sort_keys=False))
+    settings = load_settings(world.config)
+    sources = load_sources(settings)
+    # a year and a half after its release, far past max_age_days: still the newest release there is
+    assert "demographics" not in _freshness(settings, sources, date(2021, 2, 1))
+    late = assess(settings, sources, build_features(sources, date(2021, 3, 1), settings.features),
+                  date(2021, 3, 1), None)
+    assert "demographics" in late.stale
+    assert any("was due on 2020-12-10" in n for n in late.notes)

@@ -142,6 +142,10 @@ class Vintage(_Section):
     suffix: str = Field(description="Column suffix in the UDP database (`90`, `00`, `12`, `18`).")
     label: str = Field(description="Human name, e.g. `ACS 2008-2012`.")
     released: date = Field(description="Publication date: the vintage is used only on or after it.")
+    next_release: date | None = Field(
+        None, description="When the release after this one is due (ACS 5-year: each December). While this is the "
+        "newest vintage it is not stale until that date plus `sources.demographics.late_release_days`, however old "
+        "it is; without it, `max_age_days` decides.")
     medians_reliable: bool = Field(
         True,
         description="False for vintages crosswalked from older tracts, whose medians were scaled "
@@ -177,6 +181,8 @@ class DemographicsSource(_Section):
         2557, ge=1, description="The newest vintage released longer ago than this is reported as stale (about "
         "7 years: ACS 5-year tables refresh every year, the decennial census every ten).")
     required: bool = Field(False, description="Fail the run when the newest vintage is stale.")
+    late_release_days: int = Field(
+        90, ge=0, description="Days a vintage's `next_release` may slip before the vintage counts as stale.")
 
     @model_validator(mode="after")
     def _format_needs(self) -> DemographicsSource:

@@ -78,18 +78,37 @@ def _series_note(family: str, frame: pd.DataFrame | None, column: str, as_of: da
 
 
 def _release_note(family: str, frame: pd.DataFrame | None, column: str, as_of: date,
-                  max_age_days: int) -> str | None:
-    """Why a family of releases (demographic vintages) is stale at ``as_of``, or None; it stays in use."""
+                  max_age_days: int, due: dict[str, date] | None = None, late_days: int = 0) -> str | None:
+    """Why a family of releases (demographic vintages) is stale at ``as_of``, or None; it stays in use.
+
+    The newest vintage whose successor's date is known (``due``, by vintage label) is stale only once that date
+    has passed by ``late_days``: the newest release there is cannot be out of date."""
     if frame is None:
         return f"{family}: not configured"
     released = _newest_by(frame, column, as_of)
     if released is None:
         return f"{family}: no vintage released by {as_of}"
     newest = released.date()
+    labels = frame.loc[frame[column] == released, "vintage"].astype(str).unique() if "vintage" in frame else []
+    successor = min((due[lb] for lb in labels if lb in (due or {})), default=None)
+    if successor is not None:
+        if (as_of - successor).days <= late_days:
+            return None
+        return (f"{family}: stale, the release after the newest vintage (released {newest}) was due on "
+                f"{successor} and has not been configured; still used (no other source of these features)")
     if (as_of - newest).days > max_age_days:
         return (f"{family}: stale, newest vintage released {newest}, more than {max_age_days} days before "
                 f"{as_of}; still used (no other source of these features)")
     return None
+
+
+def _release_dates(settings: Settings) -> tuple[dict[str, date], int]:
+    """When each configured demographic vintage's successor is due, by label, and the slack allowed."""
+    cfg = settings.sources.demographics
+    if cfg is None:
+        return {}, 0
+    vintages = [*cfg.vintages, *(t.vintage for t in cfg.tables)]
+    return {v.label: v.next_release for v in vintages if v.next_release is not None}, cfg.late_release_days
 
 
 def _coverage_notes(coverage: dict[str, int], previous: dict[str, int] | None, drop: float) -> list[str]:
@@ -134,8 +153,9 @@ def assess(settings: Settings, sources: Sources, features: pd.DataFrame, as_of: 
             # not configured, yet filled by another family's file (Eviction Lab's demographic columns): the
             # default age applies, not zero
             age = family.max_age_days(settings)
+            due, late = _release_dates(settings) if family.name == "demographics" else ({}, 0)
             note = _release_note(family.name, frame, column, as_of,
-                                 age if age is not None else _DEFAULT_RELEASE_AGE.get(family.name, 0))
+                                 age if age is not None else _DEFAULT_RELEASE_AGE.get(family.name, 0), due, late)
         if note:
             problems[family.name] = note
     required = required_sources(settings)
