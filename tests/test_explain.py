@@ -327,3 +327,21 @@ def test_a_tract_of_a_region_of_several_counties_is_compared_with_its_region() -
                                                    k=2, area=area)}
     assert got["renter_share"] == "Renter households: 72% (region median 35%); lowers the risk."
     assert "(most of the region: no)" in got["cov_permits"]
+
+
+def test_a_waterfall_says_how_its_log_odds_become_the_probability_shown() -> None:
+    from risk.scoring.explain import scale_note
+
+    assert scale_note(4.11, 0.32) == ("log-odds 4.11, which the calibration turns into the 32% shown "
+                                      "(the bars add up on the log-odds scale)")
+    assert "even chance" in scale_note(0.0, None)
+
+
+def test_the_compact_waterfall_is_drawn_with_its_probability(fitted: Fitted, tmp_path: Path) -> None:
+    from risk.scoring.explain import compact_waterfall_png
+
+    model, X, _ = fitted
+    geoid = X.index[3]
+    path = compact_waterfall_png(contributions(model, X.loc[[geoid]]), geoid, tmp_path / "w.png",
+                                 probability=float(model.predict(X.loc[[geoid]])[0]))
+    assert path.read_bytes()[:4] == b"\x89PNG"

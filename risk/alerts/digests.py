@@ -51,9 +51,11 @@ def _waterfalls(model: TrainedModel, features: pd.DataFrame, geoids: set[str], p
     if not todo:
         return
     expl = contributions(model, features.loc[todo])
+    # the e-mail shows each tract's calibrated probability: the picture says how its log-odds become that
+    shown = dict(zip(todo, model.predict(features.loc[todo]), strict=True))
     with tempfile.TemporaryDirectory() as tmp:
         for g in todo:
-            path = compact_waterfall_png(expl, g, Path(tmp) / f"{g}.png")
+            path = compact_waterfall_png(expl, g, Path(tmp) / f"{g}.png", probability=float(shown[g]))
             pictures.waterfalls[g] = path.read_bytes()
 
 

@@ -344,7 +344,7 @@ def explain(ctx: click.Context, geoid: str, as_json: bool, png: Path | None) -> 
     doc = {"geoid": doc["geoid"], "probability": doc["probability"], "tier": str(stored.scores.loc[geoid, "tier"]),
            "base_value": doc["base_value"], "drivers": doc["drivers"]}
     if png is not None:
-        waterfall_png(contributions(model, features.loc[[geoid]]), geoid, png)
+        waterfall_png(contributions(model, features.loc[[geoid]]), geoid, png, probability=doc["probability"])
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return

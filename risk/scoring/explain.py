@@ -307,8 +307,18 @@ def _save(path: Path | str, draw: Callable[[], None], dpi: int = 0, tight: bool 
     return target
 
 
-def waterfall_png(expl: Explanation, geoid: str, path: Path | str, max_display: int = 10, dpi: int = 0) -> Path:
-    """One tract's waterfall (base value to raw score, log-odds) with dictionary labels and values in their units."""
+def scale_note(raw: float, probability: float | None) -> str:
+    """One line reconciling a waterfall's log-odds with the probability the reader was shown."""
+    if probability is None or _is_missing(probability):
+        return f"log-odds {raw:.2f} (0 is an even chance; each +1 multiplies the odds by 2.7)"
+    return (f"log-odds {raw:.2f}, which the calibration turns into the {100 * probability:.0f}% shown "
+            "(the bars add up on the log-odds scale)")
+
+
+def waterfall_png(expl: Explanation, geoid: str, path: Path | str, max_display: int = 10, dpi: int = 0,
+                  probability: float | None = None) -> Path:
+    """One tract's waterfall (base value to raw score, log-odds) with dictionary labels and values in their units;
+    with the tract's calibrated ``probability``, a caption reconciles the two scales."""
     plt, shap = _pyplot_and_shap()
     if geoid not in expl.values.index:
         raise ExplanationError(f"tract {geoid} is not in the explanation")
@@ -322,6 +332,8 @@ def waterfall_png(expl: Explanation, geoid: str, path: Path | str, max_display: 
     def draw() -> None:
         shap.plots.waterfall(single, max_display=max_display, show=False)
         plt.gcf().suptitle(f"Tract {geoid}: what moves its score (log-odds)", y=1.02)
+        raw = expl.base_value + float(expl.values.loc[geoid].sum())
+        plt.gcf().text(0.5, -0.02, scale_note(raw, probability), ha="center", va="top", fontsize=9)
 
     return _save(path, draw, dpi)
 
@@ -356,7 +368,8 @@ def bar_png(expl: Explanation, path: Path | str, max_display: int = 12) -> Path:
     return _save(path, draw)
 
 
-def compact_waterfall_png(expl: Explanation, geoid: str, path: Path | str, max_display: int = 7) -> Path:
+def compact_waterfall_png(expl: Explanation, geoid: str, path: Path | str, max_display: int = 7,
+                          probability: float | None = None) -> Path:
     """A small waterfall for e-mail: the same SHAP values as :func:`waterfall_png`, drawn directly with
     matplotlib (shap's layout code takes half a second a picture, too slow for a weekly batch)."""
     plt, _ = _pyplot_and_shap()
@@ -384,7 +397,7 @@ def compact_waterfall_png(expl: Explanation, geoid: str, path: Path | str, max_d
             ax.text(max(left, left + v), i, f" {v:+.2f}", va="center", ha="left", fontsize=8)
         ax.set_yticks(range(len(steps)), [label for label, _ in steps], fontsize=8)
         ax.axvline(expl.base_value, color="#888888", linestyle=":", linewidth=1)
-        ax.set_xlabel(f"log-odds: average tract {expl.base_value:.2f}, this tract {start:.2f}", fontsize=8)
+        ax.set_xlabel(f"average tract {expl.base_value:.2f}; this tract {scale_note(start, probability)}", fontsize=8)
         ax.set_title(f"Tract {geoid}: what raises (red) and lowers (blue) its score", fontsize=9)
         ax.spines[["top", "right"]].set_visible(False)
         ax.margins(x=0.15)

@@ -6,6 +6,7 @@ drawn once per run (and tract) and then served from memory.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import threading
 import warnings
@@ -41,7 +42,8 @@ def tract_waterfall(data: WebData, view: RunView, geoid: str) -> bytes:
     def build() -> bytes:
         features = view.explainable()
         expl = contributions(view.model(), features.loc[[geoid]])
-        return _drawn(waterfall_png, expl, geoid)
+        probability = float(view.table.loc[geoid, "probability"])  # the one the page shows
+        return _drawn(functools.partial(waterfall_png, probability=probability), expl, geoid)
 
     return data.memo(("waterfall", view.run_id, geoid), build)
 
