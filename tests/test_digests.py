@@ -62,7 +62,8 @@ def _plain(settings: Settings, recipient: Recipient, kind: str, rows: list[Tract
     every header parsed under the default policy."""
     env = environment(settings.alerts.templates)
     context = {"recipient_name": recipient.name, "kind": kind, "as_of": AS_OF.isoformat(), "rows": rows,
-               "region": settings.region.name, "has_map": map_png is not None, "notes": notes,
+               "region": settings.region.name, "has_map": map_png is not None, "notes": notes, "track_record": "",
+               "track_record_text": "",
                "attribution": risk.alerts.messages.ATTRIBUTION, "attribution_text": risk.alerts.messages.ATTRIBUTION_TEXT,
                "base_url": settings.delivery.base_url.rstrip("/"), "areas": ", ".join(recipient.areas)}
     msg = EmailMessage()

@@ -83,6 +83,10 @@ def test_the_weekly_run_scores_every_tract_and_mails_region_two_without_a_map(ha
               for to, m in messages.items()}
     assert "<map>" not in images['"Region two team" <two@example.org>']
     assert "<map>" in images['"Region one team" <one@example.org>']
+    # every e-mail carries the model's track record in one sentence
+    text = next(p.get_payload(decode=True).decode() for p in messages['"Region two team" <two@example.org>'].walk()
+                if p.get_content_type() == "text/plain")
+    assert "How far to trust this list:" in text and "In tests on" in " ".join(text.split())
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +118,9 @@ def test_the_review_page_lists_unmapped_tracts_and_maps_the_others(half_mapped: 
     assert "<th>Region</th>" in page.text and f"<td>{TWO}</td>" in page.text
     shapes = planner.get("/map/tracts.geojson").json()["features"]
     assert {f["id"][:5] for f in shapes} == {"06001"}
+    geoid = next(g for g in geography.names if g.startswith("06003"))
+    tract = planner.get(f"/tracts/{geoid}")
+    assert tract.status_code == 200 and 'id="track-record"' in tract.text and "In tests on" in tract.text
 
 
 def test_the_model_page_gives_each_regions_figures(planner: TestClient) -> None:

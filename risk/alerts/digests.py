@@ -44,6 +44,8 @@ class RunOutputs:
     features: pd.DataFrame
     model: TrainedModel
     notes: list[str]
+    track_record: str = ""
+    """The model's backtest in one sentence, carried by every e-mail."""
 
 
 def _waterfalls(model: TrainedModel, features: pd.DataFrame, geoids: set[str], pictures: Pictures) -> None:
@@ -104,7 +106,8 @@ def compose(settings: Settings, tracts: gpd.GeoDataFrame, run: RunOutputs, pictu
         rows = tract_rows(chosen, names, sentences, settings.delivery.base_url, {g: f"drivers-{g}" for g in top})
         mine = _regions_of(tracts, follows)
         return render_body(settings, kind, run.as_of, rows, areas_, pictures.maps.get(area_key) if chosen else None,
-                           pictures.waterfalls, _notes_for(run.notes, mine, settings), region=" and ".join(mine))
+                           pictures.waterfalls, _notes_for(run.notes, mine, settings), region=" and ".join(mine),
+                           track_record=run.track_record)
 
     for person in recipients:
         if person.areas not in follows_of:

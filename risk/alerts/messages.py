@@ -277,14 +277,17 @@ def _slots(template: jinja2.Template, context: dict[str, Any]) -> _Slotted | Non
 
 
 def render_body(settings: Settings, kind: str, as_of: date, rows: list[TractRow], areas: tuple[str, ...],
-                map_png: bytes | None, waterfalls: dict[str, bytes], notes: list[str], region: str = "") -> Body:
+                map_png: bytes | None, waterfalls: dict[str, bytes], notes: list[str], region: str = "",
+                track_record: str = "") -> Body:
     """Render the templates and pick the pictures once for everyone who follows ``areas`` (in ``region``: the
-    regions their tracts lie in; default the configured region)."""
+    regions their tracts lie in; default the configured region). ``track_record`` is the model's backtest in
+    one sentence (:func:`risk.model.track_record.track_record`)."""
     env = environment(settings.alerts.templates)
     region = region or settings.region.name
     credits = attribution(settings)
     context = {"kind": kind, "as_of": as_of.isoformat(), "rows": rows,
-               "region": region, "has_map": map_png is not None, "notes": notes,
+               "region": region, "has_map": map_png is not None, "notes": notes, "track_record": track_record,
+               "track_record_text": _wrap(track_record, "") if track_record else "",
                "attribution": credits, "attribution_text": [_wrap(a, "  ") for a in credits],
                "base_url": settings.delivery.base_url.rstrip("/"), "areas": ", ".join(areas)}
     text = env.get_template(f"email/{kind}.txt.j2")

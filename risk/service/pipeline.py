@@ -43,6 +43,7 @@ from risk.features.dictionary import feature_names
 from risk.model.engines.configured import train_and_register
 from risk.model.gbm import TrainedModel
 from risk.model.registry import ModelRecord
+from risk.model.track_record import track_record
 from risk.scoring.explain import comparison_area, contributions, driver_table
 from risk.service.artifacts import features_path, model_registry, read_newest_run
 from risk.service.freshness import required_sources
@@ -304,7 +305,7 @@ def _cycle(settings: Settings, engine: Engine, run_id: int, stage: _Stages, as_o
         save_scores(engine, run_id, record.model_id, table, driver_rows)
     with stage("alerts"):
         outputs = RunOutputs(as_of, table, previous, latest_decisions(engine), driver_rows, features, model,
-                             fresh.notes)
+                             fresh.notes, track_record(record.metadata))
         skipped: list[str] = []
         alerts, outgoing = compose(settings, sources.tracts, outputs, problems=skipped)
         checkpoint("alerts.composed")
@@ -326,8 +327,9 @@ def latest_outputs(settings: Settings) -> tuple[int, RunOutputs, Sources]:
     stored = read_newest_run(settings, engine)
     sources = load_project(settings).sources
     features = stored.require_features()
-    model = stored.require_record().load()
+    record = stored.require_record()
+    model = record.load()
     outputs = RunOutputs(stored.as_of, stored.scores, previous_scores(engine, before_run=stored.run_id),
                          latest_decisions(engine), stored.drivers, features, model,
-                         list(stored.row.get("notes") or []))
+                         list(stored.row.get("notes") or []), track_record(record.metadata))
     return stored.run_id, outputs, sources

@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from risk.core import clock
 from risk.core.errors import AccountError, UnknownTract
+from risk.model.track_record import track_record
 from risk.web import accounts, pictures
 from risk.web.accounts import User
 from risk.web.auth import CheckedForm, Planner, Viewer, text_field
@@ -147,6 +148,7 @@ def _tract_page(request: Request, view: RunView, geoid: str, user: User, status:
         request, "tract.html.j2", status=status, run=view.run, tract=tract, history=history,
         chart=history_chart(history), drivers=data.drivers(view, geoid), indicators=data.indicators(view, geoid),
         area=data.comparison_area(geoid),
+        track_record=track_record(view.record.metadata) if view.record is not None else "",
         alerts=data.past_alerts(geoid), reviews=accounts.review_history(data.engine, geoid),
         can_decide=user.can("planner"), errors=errors or {}, values=values or {},
         today=today.isoformat(), latest=(today + timedelta(days=366 * MAX_FOLLOW_UP_YEARS)).isoformat())
