@@ -61,6 +61,7 @@ import pyarrow.csv as pacsv
 
 from risk.core.errors import SynthError
 from risk.core.files import atomic_path
+from risk.core.settings import DEFAULT_SAMPLE_FRACTION, LowIncomeLossSettings
 
 DRIVERS = ("rent_change_1y", "permits_new_12m", "low_income_share_vs_region")
 """The planted drivers' features."""
@@ -420,11 +421,17 @@ def _config(sim: _Simulation, geometry: str) -> str:
             places += (f"  - name: Synthetic region {k}\n"
                        f"    county_fips: [{_quoted(counties)}]\n"
                        + _sources(sim, geometry, "    ", True))
+    # each vintage's sampling fraction, as the label has always assumed (the default's, else ACS's 1 in 12)
+    defaults = LowIncomeLossSettings().sample_fractions
+    fractions = ", ".join(f'"{v.year % 100:02d}": {defaults.get(f"{v.year % 100:02d}", DEFAULT_SAMPLE_FRACTION)!r}'
+                          for v in sim.vintages)
     return head + places + f"""\
 model:
   outcome: eviction_surge
   eviction_surge:
     first_origin: {sim.first + 5}   # six baseline years from the first written year
+  low_income_loss:
+    sample_fractions: {{{fractions}}}
 """
 
 
