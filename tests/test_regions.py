@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
+from world import two_region_world
 
-from risk.core.settings import Settings, load_settings
+from risk.core.settings import Settings
 from risk.core.store import engine_for, latest_run
 from risk.features.build import build_features
 from risk.model.pooled import run_pooled_backtest
@@ -26,7 +26,6 @@ from risk.service.artifacts import model_registry
 from risk.service.pipeline import RunResult, run
 from risk.service.regions import load_project, project_features
 from risk.sources import load_sources
-from risk.sources.synth import write_world
 
 AS_OF = date(2017, 3, 1)
 ONE, TWO = "Synthetic region 1", "Synthetic region 2"
@@ -34,16 +33,12 @@ ONE, TWO = "Synthetic region 1", "Synthetic region 2"
 
 @pytest.fixture(scope="module")
 def two_regions(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    folder = tmp_path_factory.mktemp("regions")
-    files = write_world(folder, 400, 14, seed=3, start_year=2003, regions=2)
-    config = yaml.safe_load(files["config"].read_text())
-    del config["regions"][1]["sources"]["evictions"]  # region 2 publishes no eviction counts
-    config["model"].update({"bootstrap": 50, "null_simulations": 5})
-    config["alerts"] = {"recipients": [
+    def no_evictions(config: dict) -> None:
+        del config["regions"][1]["sources"]["evictions"]  # region 2 publishes no eviction counts
+
+    return two_region_world(tmp_path_factory.mktemp("regions"), 3, no_evictions, [
         {"name": "Region two team", "email": "two@example.org", "areas": [TWO]},
-        {"name": "Everyone", "email": "all@example.org", "areas": ["all"]}]}
-    files["config"].write_text(yaml.safe_dump(config, sort_keys=False))
-    return load_settings(files["config"])
+        {"name": "Everyone", "email": "all@example.org", "areas": ["all"]}])
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 from fastapi.testclient import TestClient
-from world import World
+from world import World, two_region_world
 
 from risk.core.errors import DataValidationError
 from risk.core.settings import BoundariesSource, RegionSettings, Settings, load_settings
@@ -25,7 +25,6 @@ from risk.service.regions import load_project, project_features
 from risk.sources import collect, load_sources
 from risk.sources._tables import ProblemLog
 from risk.sources.boundaries import load_boundaries, tract_number
-from risk.sources.synth import write_world
 
 AS_OF = date(2017, 3, 1)
 ONE, TWO = "Synthetic region 1", "Synthetic region 2"
@@ -33,17 +32,13 @@ ONE, TWO = "Synthetic region 1", "Synthetic region 2"
 
 @pytest.fixture(scope="module")
 def half_mapped(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    folder = tmp_path_factory.mktemp("unmapped")
-    files = write_world(folder, 400, 14, seed=5, start_year=2003, regions=2)
-    config = yaml.safe_load(files["config"].read_text())
-    del config["regions"][1]["sources"]["boundaries"]  # region 2 has no tract polygons,
-    config["regions"][1]["sources"].pop("permits", None)  # so no permits either: they are placed by coordinates
-    config["model"].update({"bootstrap": 50, "null_simulations": 5})
-    config["alerts"] = {"recipients": [
+    def unmapped(config: dict) -> None:
+        del config["regions"][1]["sources"]["boundaries"]  # region 2 has no tract polygons,
+        config["regions"][1]["sources"].pop("permits", None)  # so no permits either: they are placed by coordinates
+
+    return two_region_world(tmp_path_factory.mktemp("unmapped"), 5, unmapped, [
         {"name": "Region two team", "email": "two@example.org", "areas": [TWO]},
-        {"name": "Region one team", "email": "one@example.org", "areas": [ONE]}]}
-    files["config"].write_text(yaml.safe_dump(config, sort_keys=False))
-    return load_settings(files["config"])
+        {"name": "Region one team", "email": "one@example.org", "areas": [ONE]}])
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,19 @@ GeoJSON), with numbers that are easy to check by hand.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import yaml
 from shapely.geometry import box
+
+from risk.core.settings import Settings, load_settings
+from risk.sources.synth import write_world
 
 GEOIDS = [f"53033{n:06d}" for n in (100, 200, 300, 400, 500, 600)]
 CITY = GEOIDS[:3]
@@ -222,3 +228,16 @@ def make_world(root: Path, rent: str = "zillow_tract") -> World:
     _permits(w.permits_legacy, w.permits_sdci, w.coverage)
     w.config.write_text(CONFIG.format(rent=RENT[rent]), encoding="utf-8")
     return w
+
+
+def two_region_world(folder: Path, seed: int, edit: Callable[[dict[str, Any]], None],
+                     recipients: list[dict[str, Any]]) -> Settings:
+    """A synthetic world of 400 tracts in two one-county regions (`risk synth --regions 2`, 14 years from 2003),
+    its config changed by ``edit``, with quick backtest settings and these recipients."""
+    files = write_world(folder, 400, 14, seed=seed, start_year=2003, regions=2)
+    config = yaml.safe_load(files["config"].read_text())
+    edit(config)
+    config["model"].update({"bootstrap": 50, "null_simulations": 5})
+    config["alerts"] = {"recipients": recipients}
+    files["config"].write_text(yaml.safe_dump(config, sort_keys=False))
+    return load_settings(files["config"])

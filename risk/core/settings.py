@@ -127,7 +127,7 @@ class BoundariesSource(_Section):
     layer: str | None = Field(None, description="Layer name inside a GeoPackage (default: the first).")
     geoid_column: str = Field("GEOID", description="Column holding the 11-digit tract GEOID.")
     name_column: str | None = Field("NAME", description="Column with a short tract name, if any (without one, "
-                                    "a tract is named by its number: `Tract 9800.21`).")
+                                    "a tract is named by its number as the Census writes it: `9800.21`).")
     geometry_column: str | None = Field(
         None, description="A CSV's column of polygons as WKT text (`POLYGON ((...))`); the file is then read as "
         "a table, not as a GIS file.")
@@ -183,6 +183,11 @@ class DemographicsSource(_Section):
     required: bool = Field(False, description="Fail the run when the newest vintage is stale.")
     late_release_days: int = Field(
         90, ge=0, description="Days a vintage's `next_release` may slip before the vintage counts as stale.")
+
+    @property
+    def all_vintages(self) -> list[Vintage]:
+        """Every vintage configured: the database's and the raw tables'."""
+        return [*self.vintages, *(t.vintage for t in self.tables)]
 
     @model_validator(mode="after")
     def _format_needs(self) -> DemographicsSource:

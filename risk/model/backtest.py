@@ -39,7 +39,13 @@ from risk.model.metrics import (
 )
 from risk.outcomes.base import Origin, Outcome
 from risk.outcomes.exclusions import apply_exclusions
-from risk.outcomes.labels import OriginCounts, label_view, null_check, origin_null_rate
+from risk.outcomes.labels import (
+    OriginCounts,
+    label_view,
+    null_check,
+    null_failure,
+    origin_null_rate,
+)
 from risk.outcomes.registry import outcome_for, outcome_spec
 from risk.sources import Sources
 
@@ -300,15 +306,10 @@ def _null_gated(panel: list[OriginData], outcome: Outcome, sources: Sources, set
                                                           settings, cache)}
     out = []
     for d in panel:
-        c = counts.get(d.origin.year)
-        observed, null, ok = null_check([c], ratio) if c is not None else (0.0, 0.0, True)
-        if ok:
-            out.append(d)
-            continue
-        why = (f"origin {d.origin.year}: null check fails ({100 * null:.2f}% positives in no-change worlds against "
-               f"{100 * observed:.2f}% observed); not used to train or judge")
-        out.append(replace(d, X=d.X.iloc[:0], labels=d.labels.iloc[:0], excluded=[*d.excluded, why],
-                           key=f"{d.key}/null-gated" if d.key else ""))
+        why = null_failure([counts[d.origin.year]], ratio) if d.origin.year in counts else None
+        out.append(d if why is None else replace(
+            d, X=d.X.iloc[:0], labels=d.labels.iloc[:0], excluded=[*d.excluded, f"origin {d.origin.year}: {why}"],
+            key=f"{d.key}/null-gated" if d.key else ""))
     return out
 
 

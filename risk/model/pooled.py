@@ -51,7 +51,7 @@ from risk.model.metrics import (
     per_origin,
 )
 from risk.outcomes.base import Outcome
-from risk.outcomes.labels import OriginCounts, null_check
+from risk.outcomes.labels import OriginCounts, null_check, null_failure
 from risk.outcomes.registry import outcome_for, outcome_spec
 
 log = logging.getLogger(__name__)
@@ -226,12 +226,7 @@ def run_pooled_backtest(settings: Settings, regions: list[RegionInput], outcome_
             why = "; ".join(dict.fromkeys(w for d in panels[r] for w in d.excluded))
             missing[r] = f"every label left out (broken source data): {why}"[:600]
             del counts[r], panels[r]
-    gate = {}
-    for r, rows in counts.items():
-        observed, null, ok = null_check(rows, spec.null_ratio)
-        if not ok:
-            gate[r] = (f"null check fails: {100 * null:.2f}% positives in no-change worlds against "
-                       f"{100 * observed:.2f}% observed; not used to train or judge")
+    gate = {r: why for r, rows in counts.items() if (why := null_failure(rows, spec.null_ratio))}
     origin_gate = _origin_gate(counts, gate, spec.null_ratio)
     cases = [Case(r, d) for r, panel in panels.items() if r not in gate for d in panel
              if len(d.labels) and (r, d.origin.year) not in origin_gate]
@@ -271,17 +266,8 @@ def _origin_gate(counts: dict[str, list[OriginCounts]], gate: dict[str, str], ra
                  ) -> dict[tuple[str, int], str]:
     """Origins of the regions that pass whose own null check fails: left out of training and judging, each with
     its reason (an origin with no labelled tract has nothing to check)."""
-    out = {}
-    for r, rows in counts.items():
-        if r in gate:
-            continue
-        for c in rows:
-            observed, null, ok = null_check([c], ratio)
-            if not ok and c.positives + c.negatives:
-                out[(r, c.origin.year)] = (f"{r}: origin {c.origin.year}: null check fails ({100 * null:.2f}% "
-                                           f"positives in no-change worlds against {100 * observed:.2f}% observed); "
-                                           "not used to train or judge")
-    return out
+    return {(r, c.origin.year): f"{r}: origin {c.origin.year}: {why}" for r, rows in counts.items() if r not in gate
+            for c in rows if (why := null_failure([c], ratio))}
 
 
 def _leave_one_out(cases: list[Case], minimum: int, held: list[int], features: list[str], settings: Settings,

@@ -70,3 +70,12 @@ def null_check(rows: list[OriginCounts], ratio: float = NULL_CHECK_RATIO) -> tup
     observed = sum(r.positives for r in rows) / total if total else float("nan")
     null = sum(r.null_rate * (r.positives + r.negatives) for r in rows) / total if total else float("nan")
     return observed, null, bool(null <= ratio * observed)
+
+
+def null_failure(rows: list[OriginCounts], ratio: float = NULL_CHECK_RATIO) -> str | None:
+    """Why these origins' labels cannot be told from noise, in words; None when they pass or hold no label."""
+    if not sum(r.positives + r.negatives for r in rows):
+        return None
+    observed, null, ok = null_check(rows, ratio)
+    return None if ok else (f"null check fails ({100 * null:.2f}% positives in no-change worlds against "
+                            f"{100 * observed:.2f}% observed); not used to train or judge")

@@ -107,8 +107,7 @@ def _release_dates(settings: Settings) -> tuple[dict[str, date], int]:
     cfg = settings.sources.demographics
     if cfg is None:
         return {}, 0
-    vintages = [*cfg.vintages, *(t.vintage for t in cfg.tables)]
-    return {v.label: v.next_release for v in vintages if v.next_release is not None}, cfg.late_release_days
+    return {v.label: v.next_release for v in cfg.all_vintages if v.next_release is not None}, cfg.late_release_days
 
 
 def _coverage_notes(coverage: dict[str, int], previous: dict[str, int] | None, drop: float) -> list[str]:

@@ -68,12 +68,12 @@ class ProblemLog:
 
     def add(
         self, file: Path | str, message: str, *, line: int | None = None,
-        column: str | None = None, severity: str = "error",
+        column: str | None = None, severity: str = "error", more: tuple[tuple[int | None, str], ...] = (),
     ) -> None:
-        """Record one problem."""
+        """Record one problem (``more``: the rows a summary problem stands for)."""
         self.items.append(
             Problem(file=display_path(file), message=message, line=line, column=column,
-                    severity=severity, family=self.family)  # type: ignore[arg-type]
+                    severity=severity, family=self.family, more=more)  # type: ignore[arg-type]
         )
 
     def rows(
@@ -89,10 +89,8 @@ class ProblemLog:
             # every row the summary stands for, for `risk validate --all` (bounded: a national file can have
             # millions of bad rows, and the first hundred thousand are enough to act on)
             more = tuple((table.line(int(pos)), describe(int(pos))) for pos in positions[_EXAMPLES:_LISTED])
-            self.items.append(Problem(
-                file=display_path(table.path), column=column, severity=severity, family=self.family,  # type: ignore[arg-type]
-                message=f"... and {rest} more row{'s' if rest > 1 else ''} with the same problem "
-                        f"(first at line {table.line(int(positions[0]))})", more=more))
+            self.add(table.path, f"... and {rest} more row{'s' if rest > 1 else ''} with the same problem "
+                     f"(first at line {table.line(int(positions[0]))})", column=column, severity=severity, more=more)
 
     @property
     def has_errors(self) -> bool:
@@ -368,12 +366,6 @@ def check_duplicates(table: Table, keys: pd.DataFrame, columns: str, log: Proble
         f"duplicate key {', '.join(f'{k}={_show(v)}' for k, v in zip(labels, keys.iloc[i]))} "
         f"(first at line {table.line(int(first.get(tuple(keys.iloc[i]), i)))})"))
     return dup
-
-
-def in_scope(geoids: pd.Series, county_fips: tuple[str, ...], ignore: tuple[str, ...]) -> np.ndarray:
-    """Rows whose values the region reads: its counties' tracts, less those in ``ignore_geoids``."""
-    g = geoids.astype("string")
-    return (g.str[:5].isin(county_fips) & ~g.isin(ignore)).fillna(False).to_numpy(dtype=bool)
 
 
 def keep_in_region(

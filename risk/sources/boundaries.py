@@ -128,14 +128,10 @@ def _read_wkt(cfg: BoundariesSource, encoding: str, log: ProblemLog) -> gpd.GeoD
         log.add(cfg.path, f"required column is missing (columns: {', '.join(map(str, frame.columns))})",
                 column=column)
         return None
-    text = frame[column].where(frame[column].str.strip() != "")
-    shapes = []
-    for i, value in enumerate(text):
-        try:
-            shapes.append(None if value is None or pd.isna(value) else shapely.from_wkt(value))
-        except shapely.errors.GEOSException as e:
-            log.add(cfg.path, f"not WKT geometry ({str(e).splitlines()[0][:120]})", line=i + 2, column=column)
-            shapes.append(None)
+    text = frame[column].str.strip()
+    shapes = shapely.from_wkt(text.where(text != "").to_numpy(dtype=object), on_invalid="ignore")
+    for i in np.flatnonzero((text != "").to_numpy() & pd.isna(shapes))[:5]:  # an empty cell is reported later
+        log.add(cfg.path, f"not WKT geometry: '{text.iloc[i][:60]}'", line=int(i) + 2, column=column)
     return gpd.GeoDataFrame(frame.drop(columns=column), geometry=gpd.GeoSeries(shapes, index=frame.index),
                             crs=cfg.crs)
 

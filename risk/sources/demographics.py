@@ -190,14 +190,13 @@ def _low_income_share(frame: pd.DataFrame, s: str, income: pd.Series | None) -> 
 
 def _binned_median(households: np.ndarray, lowers: np.ndarray, uppers: np.ndarray) -> float | None:
     """The income at which half the households lie below, linear within its bin; None without households."""
-    total = float(households.sum())
-    if total <= 0:
+    upto = np.cumsum(households)
+    half = float(upto[-1]) / 2
+    if half <= 0:
         return None
-    before = np.concatenate([[0.0], np.cumsum(households)[:-1]])
-    i = int(np.searchsorted(np.cumsum(households), total / 2))
-    if households[i] <= 0:
-        return float(lowers[i])
-    return float(lowers[i] + (total / 2 - before[i]) / households[i] * (uppers[i] - lowers[i]))
+    i = int(np.searchsorted(upto, half))
+    below = float(upto[i] - households[i])
+    return float(lowers[i] + (half - below) / households[i] * (uppers[i] - lowers[i]))
 
 
 def _census_measures(table: Table, s: str, log: ProblemLog, medians_reliable: bool = True

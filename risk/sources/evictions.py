@@ -29,7 +29,6 @@ from risk.sources._tables import (
     check_duplicates,
     check_geoids,
     check_range,
-    in_scope,
     keep_in_region,
     read_table,
     to_number,
@@ -79,30 +78,29 @@ def load_evictions(cfg: EvictionsSource, region: RegionSettings, known: pd.Index
     if table is None or (table := unshift(table, log)) is None:
         return None
     geoids = check_geoids(table, "GEOID", log, region.county_fips)
+    # the values are checked only where the product will read them: a statewide file's other counties and the
+    # tracts in ignore_geoids are not the region's problem
+    keep = keep_in_region(table, geoids, "GEOID", known, region.county_fips, region.ignore_geoids, log)
     year = to_number(table, "year", log)
     this_year = (today or clock.today()).year
     if 1678 <= year.max() < 2262:  # a year past this one is in the future from its 1 January (NaN: no year)
         log.dated(pd.Timestamp(year=int(np.floor(year.max())), month=1, day=1))
-    check_range(table, year, "year", log, low=1980, high=this_year, what="year")
+    check_range(table, year.where(keep), "year", log, low=1980, high=this_year, what="year")
     year_is_int = (year.isna() | (year == year.round())).to_numpy()
-    log.rows(table, ~year_is_int, "year", lambda i: f"year {year.iloc[i]:g} is not a whole number")
+    log.rows(table, ~year_is_int & keep, "year", lambda i: f"year {year.iloc[i]:g} is not a whole number")
     filings = to_number(table, "eviction-filings", log)
     judgments = to_number(table, "evictions", log)
     renters = to_number(table, "renter-occupied-households", log)
-    # the values are checked only where the product will read them: a statewide file's other counties and the
-    # tracts in ignore_geoids are not the region's problem
-    scope = pd.Series(in_scope(geoids, region.county_fips, region.ignore_geoids), index=geoids.index)
     for values, column in ((filings, "eviction-filings"), (judgments, "evictions"), (renters, "renter-occupied-households")):
-        check_range(table, values.where(scope), column, log, low=0.0, what="count")
-    too_many = (scope & (filings > cfg.max_filings_per_renter_household * renters.where(renters > 0))).to_numpy()
+        check_range(table, values.where(keep), column, log, low=0.0, what="count")
+    too_many = keep & (filings > cfg.max_filings_per_renter_household * renters.where(renters > 0)).to_numpy()
     log.rows(table, too_many, "eviction-filings", lambda i: (
         f"{filings.iloc[i]:g} filings for {renters.iloc[i]:g} renter households is more than "
         f"{cfg.max_filings_per_renter_household:g} per household"))
     if "eviction-filing-rate" in table.frame.columns:
         rate = to_number(table, "eviction-filing-rate", log)
-        check_range(table, rate.where(scope), "eviction-filing-rate", log, low=0.0,
+        check_range(table, rate.where(keep), "eviction-filing-rate", log, low=0.0,
                     high=100 * cfg.max_filings_per_renter_household, what="rate per 100 renter households")
-    keep = keep_in_region(table, geoids, "GEOID", known, region.county_fips, region.ignore_geoids, log)
     dup = check_duplicates(table, pd.DataFrame({"GEOID": geoids, "year": year}), "GEOID", log, within=keep)
     keep &= ~dup & geoids.notna().to_numpy() & year.notna().to_numpy() & year_is_int
     if "low-flag" in table.frame.columns:  # counted over the region's rows, not a statewide file's

@@ -91,9 +91,8 @@ def _sampling_gaps(settings: Settings) -> list[Problem]:
     if demographics is None:
         return []
     fractions = settings.model.low_income_loss.sample_fractions
-    vintages = [*demographics.vintages, *(t.vintage for t in demographics.tables)]
     return [Problem(file="model.low_income_loss.sample_fractions", severity="warning", family="demographics",
                     message=f"{settings.region.name}: vintage '{v.suffix}' ({v.label}) has no sampling fraction; "
                     f"the low-income loss label assumes {DEFAULT_SAMPLE_FRACTION:g} (ACS 5-year, about 1 in 12): "
                     f"add '{v.suffix}: <share of households sampled>'")
-            for v in {v.suffix: v for v in vintages}.values() if v.suffix not in fractions]
+            for v in {v.suffix: v for v in demographics.all_vintages}.values() if v.suffix not in fractions]
