@@ -199,15 +199,19 @@ def test_unchanged_files_are_read_back_with_the_same_tables_and_warnings_and_a_c
     again = load_sources(settings, reuse=True)
     for name in ("demographics", "evictions", "permits"):
         pd.testing.assert_frame_equal(getattr(again, name), getattr(fresh, name))
-    assert (again.permit_files, again.permit_coverage, again.warnings) == \
-        (fresh.permit_files, fresh.permit_coverage, fresh.warnings)
+    assert (again.permit_files, again.permit_coverage, again.warnings, again.exclusions) == \
+        (fresh.permit_files, fresh.permit_coverage, fresh.warnings, fresh.exclusions)
+    pd.testing.assert_frame_equal(pd.DataFrame(again.tracts.drop(columns="geometry")),
+                                  pd.DataFrame(fresh.tracts.drop(columns="geometry")))
+    assert again.tracts.crs == fresh.tracts.crs and again.tracts.geom_equals_exact(fresh.tracts, 0).all()
     before = _entries(settings.paths.cache)
-    assert sorted(name.split("-")[1] for name in before) == ["demographics", "evictions", "permits", "rent"]
+    assert sorted(name.split("-")[1] for name in before) == ["boundaries", "demographics", "evictions", "permits",
+                                                             "rent"]
     evictions.write_bytes(gzip.compress(gzip.decompress(evictions.read_bytes()), mtime=1))  # new bytes, same rows
     load_sources(settings, reuse=True)
     after = _entries(settings.paths.cache)
     assert [n for n in before if n not in after] == [n for n in before if "-evictions-" in n]  # superseded
-    assert len(after) == 4
+    assert len(after) == 5
 
 
 def test_stored_warnings_name_their_files_as_seen_from_the_folder_of_the_run_that_reads_them(
@@ -266,3 +270,23 @@ def test_moving_the_project_folder_with_its_data_keeps_the_file_keys_and_forces_
     trained = ModelRecord("m", moved, {"features": feature_names(settings.features.spatial_lags),
                                        "data_hashes": before.file_hashes, "as_of": "2018-03-05"})
     assert retrain_reason(settings, trained, None, after, date(2018, 3, 5)) is None
+
+
+def test_a_file_rewritten_to_the_same_size_and_modification_time_is_hashed_again(tmp_path: Path) -> None:
+    import os
+
+    import risk.sources as sources_module
+
+    evictions = tmp_path / "evictions.csv.gz"
+    settings = _with_eviction_file_at(tmp_path, evictions)
+    first = load_sources(settings, reuse=True).file_hashes
+    assert any(p.name.startswith("file-hash-") for p in settings.paths.cache.iterdir())
+    stat = evictions.stat()
+    data = bytearray(evictions.read_bytes())
+    data[-9] ^= 0xFF  # the gzip trailer's CRC: same size, other bytes
+    evictions.write_bytes(bytes(data))
+    os.utime(evictions, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # only the change time tells the write apart
+    sources_module._HASHED.clear()  # a new process: only the stored hashes remain
+    key = next(k for k in first if k.endswith("evictions.csv.gz"))
+    second, _ = sources_module.collect(settings, store=sources_module.EntryStore(settings.paths.cache))
+    assert second is not None and second.file_hashes[key] != first[key]

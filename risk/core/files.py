@@ -128,6 +128,16 @@ class EntryStore:
         self.hits += 1
         return value
 
+    def has(self, key: str) -> bool:
+        """Whether the entry exists; it counts as used (a hit, kept past the next prune) without being read."""
+        path = self.folder / key
+        if not path.is_dir():
+            return False
+        with contextlib.suppress(OSError):
+            os.utime(path)
+        self.hits += 1
+        return True
+
     def put(self, key: str, write: Callable[[Path], None]) -> None:
         """Write an entry with ``write(folder)`` into a temporary folder and rename it into place.
 

@@ -16,6 +16,7 @@ import contextlib
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import (
@@ -36,13 +37,12 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
-    insert,
     inspect,
     select,
     text,
     update,
 )
-from sqlalchemy.engine import URL, ExceptionContext, make_url
+from sqlalchemy.engine import URL, CursorResult, ExceptionContext, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -384,8 +384,8 @@ def previous_scores(engine: Engine, before_run: int | None = None) -> pd.DataFra
         last = conn.execute(query.order_by(runs.c.id.desc()).limit(1)).scalar()
         if last is None:
             return pd.DataFrame(columns=["probability", "percentile"])
-        rows = conn.execute(select(scores).where(scores.c.run_id == last)).mappings().all()
-    return pd.DataFrame(rows).set_index("geoid")
+        rows = _frame(conn.execute(select(scores).where(scores.c.run_id == last)))
+    return rows.set_index("geoid")
 
 
 def save_scores(engine: Engine, run_id: int, model_id: str, table: pd.DataFrame, driver_rows: pd.DataFrame) -> None:
@@ -393,32 +393,44 @@ def save_scores(engine: Engine, run_id: int, model_id: str, table: pd.DataFrame,
     try:
         with engine.begin() as conn:
             conn.execute(update(runs).where(runs.c.id == run_id).values(status="scored", model_id=model_id))
-            records = table.reset_index().assign(run_id=run_id)
-            conn.execute(insert(scores), _records(records, scores))
+            _insert_rows(conn, scores, table.reset_index().assign(run_id=run_id))
             if not driver_rows.empty:
-                conn.execute(insert(drivers), _records(driver_rows.assign(run_id=run_id), drivers))
+                _insert_rows(conn, drivers, driver_rows.assign(run_id=run_id))
     except SQLAlchemyError as e:
         raise OutputError(f"cannot store the run in the database: {e.__class__.__name__}: {e.args[0]}") from e
 
 
-def _records(frame: pd.DataFrame, table: Table) -> list[dict]:
+def _insert_rows(conn: Connection, table: Table, frame: pd.DataFrame) -> None:
+    """Insert a frame's rows through the driver's own ``executemany`` with plain tuples: a national run stores
+    half a million driver rows, and SQLAlchemy's per-row parameter handling took seconds of it."""
     columns = [c.name for c in table.columns]
-    out = frame[columns].astype(object).where(frame[columns].notna(), None)
-    return out.to_dict("records")
+    marks = "?" if conn.dialect.paramstyle == "qmark" else "%s"  # SQLite; psycopg
+    sql = (f"INSERT INTO {conn.dialect.identifier_preparer.format_table(table)} "
+           f"({', '.join(conn.dialect.identifier_preparer.quote(c) for c in columns)}) "
+           f"VALUES ({', '.join([marks] * len(columns))})")
+    values = frame[columns].astype(object).where(frame[columns].notna(), None)
+    conn.exec_driver_sql(sql, list(values.itertuples(index=False, name=None)))
 
 
 def run_scores(engine: Engine, run_id: int) -> pd.DataFrame:
     """Scores of one run, indexed by GEOID."""
     with engine.connect() as conn:
-        rows = conn.execute(select(scores).where(scores.c.run_id == run_id)).mappings().all()
-    return pd.DataFrame(rows).set_index("geoid") if rows else pd.DataFrame()
+        rows = _frame(conn.execute(select(scores).where(scores.c.run_id == run_id)))
+    return rows.set_index("geoid") if len(rows) else pd.DataFrame()
 
 
 def run_drivers(engine: Engine, run_id: int) -> pd.DataFrame:
     """Driver rows of one run."""
     with engine.connect() as conn:
-        rows = conn.execute(select(drivers).where(drivers.c.run_id == run_id)).mappings().all()
-    return pd.DataFrame(rows)
+        rows = _frame(conn.execute(select(drivers).where(drivers.c.run_id == run_id)))
+    return rows if len(rows) else pd.DataFrame()
+
+
+def _frame(result: CursorResult[Any]) -> pd.DataFrame:
+    """A query's rows as a frame, built from plain tuples (a national run's half a million driver rows as
+    mappings took seconds)."""
+    columns = list(result.keys())
+    return pd.DataFrame([tuple(r) for r in result.all()], columns=columns)
 
 
 def latest_run(engine: Engine) -> dict | None:

@@ -18,10 +18,8 @@ def neighbours(tracts: gpd.GeoDataFrame, tolerance_m: float = 5.0) -> pd.DataFra
     if shaped.empty:
         return pd.DataFrame({"geoid": pd.Series(dtype="object"), "neighbour": pd.Series(dtype="object")})
     projected = shaped.to_crs(shaped.estimate_utm_crs())
-    grown = projected.copy()
-    grown["geometry"] = projected.buffer(tolerance_m / 2)
-    pairs = gpd.sjoin(grown.reset_index(names="geoid"), grown.reset_index(names="neighbour"),
-                      how="inner", predicate="intersects")
+    pairs = gpd.sjoin(projected.reset_index(names="geoid"), projected.reset_index(names="neighbour"),
+                      how="inner", predicate="dwithin", distance=tolerance_m)
     pairs = pairs[pairs["geoid"] != pairs["neighbour"]]
     return pairs[["geoid", "neighbour"]].sort_values(["geoid", "neighbour"], ignore_index=True)
 

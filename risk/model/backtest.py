@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -65,19 +65,35 @@ MODELS = ("lightgbm", *BASELINES)
 Progress = Callable[[str], None]
 
 
-@dataclass
 class OriginData:
-    """Features and labels of one origin."""
+    """Features and labels of one origin.
 
-    origin: Origin
-    X: pd.DataFrame
-    labels: pd.DataFrame
-    key: str = ""
-    """The work-cache key of this origin's features and labels (empty without a cache)."""
-    label_key: str = ""
-    """The work-cache key of its labels alone (what its null worlds read)."""
-    excluded: list[str] = field(default_factory=list)
-    """Why labels of this origin were left out (data the quality checks found broken)."""
+    ``X`` may be given as a function that reads it: a weekly run whose backtest and fit all come from the work
+    cache then never reads most origins' features (at national scale, hundreds of megabytes)."""
+
+    def __init__(self, origin: Origin, X: pd.DataFrame | Callable[[], pd.DataFrame], labels: pd.DataFrame,
+                 key: str = "", label_key: str = "", excluded: list[str] | None = None) -> None:
+        self.origin = origin
+        self._X = X
+        self.labels = labels
+        self.key = key
+        """The work-cache key of this origin's features and labels (empty without a cache)."""
+        self.label_key = label_key
+        """The work-cache key of its labels alone (what its null worlds read)."""
+        self.excluded = list(excluded or [])
+        """Why labels of this origin were left out (data the quality checks found broken)."""
+
+    @property
+    def X(self) -> pd.DataFrame:
+        """The origin's features, one row per labelled tract (read on first use)."""
+        if callable(self._X):
+            self._X = self._X()
+        return self._X
+
+    def emptied(self, why: str) -> OriginData:
+        """The same origin with no rows, ``why`` joining the reasons its labels were left out."""
+        return OriginData(self.origin, lambda: self.X.iloc[:0], self.labels.iloc[:0],
+                          f"{self.key}/null-gated" if self.key else "", self.label_key, [*self.excluded, why])
 
 
 def build_panel(outcome: Outcome, sources: Sources, settings: Settings, progress: Progress | None = None,
@@ -97,15 +113,15 @@ def build_panel(outcome: Outcome, sources: Sources, settings: Settings, progress
         labels, label_key = _cached(cache, label_parts,
                                     lambda: outcome.label(label_view(outcome, sources, origin), origin))  # noqa: B023
         feature_parts = ("features", origin.as_of, cache.known(origin.as_of)) if cache else None
-        X, feature_key = _cached(cache, feature_parts,
-                                 lambda: build_features(sources, origin.as_of, settings.features)[names])  # noqa: B023
+        X, feature_key = _deferred(cache, feature_parts,
+                                   lambda: build_features(sources, origin.as_of, settings.features)[names])  # noqa: B023
         labels, excluded = apply_exclusions(outcome, sources, origin, labels, sources.exclusions)
         if labels.empty:
             log.info("%s origin %s: every label left out (%s)", outcome.name, origin.year, "; ".join(excluded))
         key = f"{feature_key}/{label_key}" if cache else ""
         if excluded and cache:  # the same cached labels, fewer of them: the fits and predictions differ
             key = f"{key}/{cache.key('excluded', excluded)}"
-        panel.append(OriginData(origin, X.loc[labels.index], labels, key, label_key, excluded))
+        panel.append(OriginData(origin, _rows_of(X, labels.index), labels, key, label_key, excluded))
     return panel
 
 
@@ -121,6 +137,21 @@ def _cached(cache: WorkCache | None, parts: tuple | None, compute: Callable[[], 
     frame = compute()
     cache.put_frames(key, {"frame": frame})
     return frame, key
+
+
+def _deferred(cache: WorkCache | None, parts: tuple | None, compute: Callable[[], pd.DataFrame]
+              ) -> tuple[pd.DataFrame | Callable[[], pd.DataFrame], str]:
+    """:func:`_cached`, except that a frame already stored is read only when first used (a reader in its place);
+    should the entry be gone by then, it is computed again."""
+    if cache is None or parts is None or not cache.has(key := cache.key(*parts)):
+        return _cached(cache, parts, compute)
+    return lambda: _cached(cache, parts, compute)[0], key
+
+
+def _rows_of(X: pd.DataFrame | Callable[[], pd.DataFrame], index: pd.Index
+             ) -> pd.DataFrame | Callable[[], pd.DataFrame]:
+    """The rows of ``index``, from a frame or (when first used) from what a reader returns."""
+    return (lambda: X().loc[index]) if callable(X) else X.loc[index]
 
 
 def closed_before(panel: list[OriginData], test: Origin) -> list[OriginData]:
@@ -307,9 +338,7 @@ def _null_gated(panel: list[OriginData], outcome: Outcome, sources: Sources, set
     out = []
     for d in panel:
         why = null_failure([counts[d.origin.year]], ratio) if d.origin.year in counts else None
-        out.append(d if why is None else replace(
-            d, X=d.X.iloc[:0], labels=d.labels.iloc[:0], excluded=[*d.excluded, f"origin {d.origin.year}: {why}"],
-            key=f"{d.key}/null-gated" if d.key else ""))
+        out.append(d if why is None else d.emptied(f"origin {d.origin.year}: {why}"))
     return out
 
 
@@ -373,8 +402,7 @@ def _summarise(outcome: Outcome, name: str, settings: Settings, sources: Sources
     scores = _score_cached(preds, usable, settings, name, cache)
     counts = label_summary_for(outcome, sources, tests, settings, cache)
     observed, null, ok = null_check(counts, outcome_spec(name).null_ratio)
-    train = [d.X[features] for d in panel if d.origin.closes <= tests[-1].origin.as_of]
-    presence = sum(x.notna().sum() for x in train) / sum(len(x) for x in train)  # no copy of every row
+    presence = feature_presence([d for d in panel if d.origin.closes <= tests[-1].origin.as_of], features, cache)
     udp = {"ratio": None, "ci95": None}
     if "udp_typology" in scores.metrics and scores.metrics["udp_typology"].get("pr_auc"):
         _, udp_ci = bootstrap(preds, ["lightgbm", "udp_typology"], settings.model.bootstrap, settings.model.seed,
@@ -388,6 +416,21 @@ def _summarise(outcome: Outcome, name: str, settings: Settings, sources: Sources
         ratio=scores.metrics["lightgbm"]["pr_auc"] / scores.metrics[scores.best]["pr_auc"], ratio_ci=scores.ratio_ci,
         null_rate=null, observed_rate=observed, null_ok=ok, unsupported=unsupported, presence=presence,
         lead=scores.lead, calibration=scores.calibration, by_origin=scores.by_origin, schemes=schemes)
+
+
+def feature_presence(panel: list[OriginData], features: list[str], cache: WorkCache | None = None) -> pd.Series:
+    """Each feature's share of present values over the panel's rows; from the work cache while the origins are
+    unchanged (it reads every origin's features)."""
+    keys = [d.key for d in panel]
+    key = cache.key("presence", keys, features) if cache is not None and all(keys) else ""
+    stored = cache.frames(key) if key else None
+    if stored is not None:
+        return stored[0]["presence"]["share"].rename(None)
+    frames = [d.X[features] for d in panel]
+    presence = sum(x.notna().sum() for x in frames) / sum(len(x) for x in frames)  # no copy of every row
+    if key:
+        cache.put_frames(key, {"presence": presence.rename("share").to_frame()})  # type: ignore[union-attr]
+    return presence
 
 
 RankScores = Callable[[Sources, Origin], "pd.Series | None"]

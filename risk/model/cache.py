@@ -119,7 +119,7 @@ class WorkCache(EntryStore):
         """The fingerprint of the records known on ``day`` (of ``families``, default all): what
         ``sources.known_at(day, families)`` holds."""
         if self._fingerprints is None:  # once per run: the backtest and the production fit share this cache
-            self._fingerprints = _fingerprints(self.sources)
+            self._fingerprints = self._stored_fingerprints()
         t = pd.Timestamp(day)
         out: list[object] = []
         for name, (days, sums) in self._fingerprints.items():
@@ -127,6 +127,22 @@ class WorkCache(EntryStore):
                 n = int(days.searchsorted(t, side="right"))
                 out.append([name, n, int(sums[n - 1]) if n else 0])
         return out
+
+    def _stored_fingerprints(self) -> dict[str, tuple[pd.Series, np.ndarray]]:
+        """:func:`_fingerprints`, kept under the sources' content key: hashing national tables every week
+        costs seconds, and records loaded from unchanged files and settings hash alike."""
+        if not self.sources.content_key:
+            return _fingerprints(self.sources)
+        key = self.key("fingerprints", self.sources.content_key)
+        stored = self.frames(key)
+        if stored is not None:
+            frames, names = stored
+            return {name: (frames[f"t{i}"]["day"], frames[f"t{i}"]["sum"].to_numpy(dtype="uint64"))
+                    for i, name in enumerate(names)}
+        found = _fingerprints(self.sources)
+        self.put_frames(key, {f"t{i}": pd.DataFrame({"day": days.reset_index(drop=True), "sum": sums})
+                              for i, (days, sums) in enumerate(found.values())}, list(found))
+        return found
 
     def key(self, kind: str, *parts: object) -> str:
         """A key over the code, libraries, the run's settings and files, and the given parts."""

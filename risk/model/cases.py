@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
 from scipy.special import expit
+from sklearn.metrics import average_precision_score
 
 from risk.core.errors import BacktestError
 from risk.core.settings import Settings
@@ -22,7 +24,6 @@ from risk.model.backtest import OriginData
 from risk.model.baselines import RANK_BASELINES, calibrate_rank, rank_functions
 from risk.model.cache import WorkCache
 from risk.model.gbm import LinearPrior, TrainingRows, train
-from risk.model.metrics import model_metrics
 from risk.outcomes.base import Outcome
 from risk.sources import Sources
 
@@ -65,9 +66,14 @@ def merged_panel(cases: list[Case]) -> list[OriginData]:
     for c in cases:
         by_year.setdefault(c.data.origin.year, []).append(c)
     return [OriginData(max((c.data.origin for c in group), key=lambda o: o.closes),
-                       pd.concat([c.data.X for c in group]), pd.concat([c.data.labels for c in group]),
+                       partial(_stacked_features, group), pd.concat([c.data.labels for c in group]),
                        _joined_key(group))
             for _, group in sorted(by_year.items())]
+
+
+def _stacked_features(cases: list[Case]) -> pd.DataFrame:
+    """The cases' features stacked, read only when a fit needs them (a reused fit does not)."""
+    return pd.concat([c.data.X for c in cases])
 
 
 def _joined_key(cases: list[Case]) -> str:
@@ -195,6 +201,8 @@ def fill_regions(preds: pd.DataFrame) -> dict[str, list[str]]:
 
 
 def pr_auc(preds: pd.DataFrame) -> float | None:
-    if preds.empty or preds["y"].nunique() < 2:
+    """LightGBM's pooled PR-AUC (:func:`~risk.model.metrics.model_metrics`'s, without the other figures)."""
+    rows = preds[preds["lightgbm"].notna()] if not preds.empty else preds
+    if rows.empty or rows["y"].nunique() < 2:
         return None
-    return float(model_metrics(preds, "lightgbm")["pr_auc"])
+    return float(average_precision_score(rows["y"].to_numpy(dtype=int), rows["lightgbm"].to_numpy(dtype="float64")))

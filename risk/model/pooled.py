@@ -24,6 +24,7 @@ from risk.model.backtest import (
     Backtest,
     OriginData,
     build_panel,
+    feature_presence,
     label_summary_for,
     why_unsupported,
 )
@@ -128,12 +129,13 @@ def _panels(name: str, regions: list[RegionInput], progress: Progress | None, ca
 
 
 
-def _figures(preds: pd.DataFrame, settings: Settings, name: str, cache: WorkCache | None = None
-             ) -> tuple[dict, dict, str, tuple, dict, dict]:
-    """:func:`_measured`, reused from the work cache for the same predictions (the bootstrap is the slow part)."""
+def _figures(preds: pd.DataFrame, settings: Settings, name: str, cache: WorkCache | None = None,
+             digest: str | None = None) -> tuple[dict, dict, str, tuple, dict, dict]:
+    """:func:`_measured`, reused from the work cache for the same predictions (``digest``: their
+    :func:`~risk.core.files.frame_hash`, when known); the bootstrap is the slow part."""
     if cache is None:
         return _measured(preds, settings, name)
-    key = cache.key("pooled-figures", frame_hash(preds), name)
+    key = cache.key("pooled-figures", digest or frame_hash(preds), name)
     stored = cache.frames(key)
     if stored is not None:
         m, cis, best, ratio_ci, vs_best, udp = stored[1]
@@ -294,7 +296,8 @@ def _leave_one_out(cases: list[Case], minimum: int, held: list[int], features: l
 def _pooled_result(name: str, outcome: Outcome, settings: Settings, preds: pd.DataFrame,
                    counts: dict[str, list[OriginCounts]], gate: dict[str, str], features: list[str],
                    panels: dict[str, list[OriginData]], cache: WorkCache | None = None) -> Backtest:
-    metrics, cis, best, ratio_ci, _, udp = _figures(preds, settings, name, cache)
+    digest = frame_hash(preds)
+    metrics, cis, best, ratio_ci, _, udp = _figures(preds, settings, name, cache, digest)
     unsupported = {m: why_unsupported(m, outcome) for m in BASELINES if m not in metrics}
     for m in RANK_BASELINES:
         if m in metrics and m in preds:
@@ -302,17 +305,31 @@ def _pooled_result(name: str, outcome: Outcome, settings: Settings, preds: pd.Da
     used = [c for r, rows in counts.items() if r not in gate for c in rows
             if c.origin.year in set(preds["origin"])]
     observed, null, ok = null_check(used, outcome_spec(name).null_ratio)
-    train_x = [d.X[features] for r, p in panels.items() if r not in gate for d in p]
-    presence = sum(x.notna().sum() for x in train_x) / sum(len(x) for x in train_x)
+    presence = feature_presence([d for r, p in panels.items() if r not in gate for d in p], features, cache)
     usable = [m for m in MODELS if m in metrics]
     bt = Backtest(
         outcome=name, description=outcome.description, test_origins=sorted(int(o) for o in preds["origin"].unique()),
         preds=preds, metrics=metrics, pr_auc_ci=cis, best_baseline=best,
         ratio=metrics["lightgbm"]["pr_auc"] / metrics[best]["pr_auc"], ratio_ci=ratio_ci, null_rate=null,
         observed_rate=observed, null_ok=ok, unsupported=unsupported, presence=presence,
-        lead=lead_times(preds, "lightgbm"),
-        calibration={m: calibration_table(preds, m) for m in ("lightgbm", "logistic") if m in usable},
-        by_origin={m: per_origin(preds, m) for m in usable})
+        **_tables(preds, usable, cache.key("pooled-tables", digest, usable) if cache else "", cache))
     bt.udp_ratio = udp
     return bt
+
+
+def _tables(preds: pd.DataFrame, usable: list[str], key: str, cache: WorkCache | None) -> dict[str, object]:
+    """Lead times, calibration and per-origin tables of the predictions; from the work cache under ``key``."""
+    stored = cache.frames(key) if cache is not None and key else None
+    if stored is not None:
+        frames, lead = stored
+        return {"lead": lead, "calibration": {m: frames[f"calibration-{m}"] for m in usable
+                                              if f"calibration-{m}" in frames},
+                "by_origin": {m: frames[f"origin-{m}"] for m in usable}}
+    calibration = {m: calibration_table(preds, m) for m in ("lightgbm", "logistic") if m in usable}
+    by_origin = {m: per_origin(preds, m) for m in usable}
+    lead = lead_times(preds, "lightgbm")
+    if cache is not None and key:
+        cache.put_frames(key, {**{f"calibration-{m}": f for m, f in calibration.items()},
+                               **{f"origin-{m}": f for m, f in by_origin.items()}}, lead)
+    return {"lead": lead, "calibration": calibration, "by_origin": by_origin}
 

@@ -8,9 +8,10 @@ when any is an error, so nothing downstream runs on invalid input.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import date
 from functools import partial
 from pathlib import Path
@@ -30,7 +31,7 @@ from risk.sources.boundaries import tracts_without_boundaries
 from risk.sources.demographics import empty_long
 from risk.sources.family import Context, Family
 from risk.sources.permits import PermitFileInfo
-from risk.sources.quality import Exclusions, check_quality
+from risk.sources.quality import CountyYear, Exclusions, VintageMeasure, check_quality
 from risk.sources.registry import dated, families
 from risk.sources.udp_columns import UdpColumns
 
@@ -67,6 +68,10 @@ class Sources:
     """A UDP database's raw columns the UDP typology reads, dated by column (from the demographics family)."""
     exclusions: Exclusions = field(default_factory=Exclusions)
     """County-years and vintages the quality checks found broken: labels that would read them are left out."""
+    content_key: str = ""
+    """A key of everything these records were loaded from (files, settings, code), when a run's entry store
+    loaded them; empty otherwise and in any derived view. Work derived from the whole records alone (the quality
+    checks, the work cache's fingerprints) is kept under it."""
 
     def table(self, name: str) -> pd.DataFrame | None:
         """One family's table by its name (the boundaries' is ``tracts``)."""
@@ -78,7 +83,9 @@ class Sources:
         """The same sources with these families' tables replaced."""
         own = {name: frame for name, frame in tables.items() if name in _TABLE_FIELDS}
         other = {name: frame for name, frame in tables.items() if name not in _TABLE_FIELDS}
-        return replace(self, **own, tables={**self.tables, **other}) if other else replace(self, **own)
+        if other:
+            return replace(self, **own, tables={**self.tables, **other}, content_key="")
+        return replace(self, **own, content_key="")
 
     def known_at(self, as_of: date, families: Collection[str] | None = None) -> Sources:
         """The same sources with every record dated after ``as_of`` removed.
@@ -112,13 +119,20 @@ _HASHED: dict[tuple[str, int, int, int, int], str] = {}
 statewide file hash it once."""
 
 
-def _sha256(path: Path, limits: ReadLimits | None = None) -> str:
+def _sha256(path: Path, limits: ReadLimits | None = None, store: EntryStore | None = None) -> str:
+    """The file's SHA-256; with a ``store``, remembered across runs while the file's path, inode, size and
+    modification and change times stay the same (as git trusts its index): a weekly run on national files would
+    otherwise spend seconds hashing gigabytes that did not change. Any write to a file changes its change time."""
     stat = path.stat()
     if limits is not None and stat.st_size > limits.max_bytes:
         return "over sources.max_file_mb"  # its loader refuses it: hashing a sparse terabyte first would not be fast
     seen = (os.path.abspath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     if seen not in _HASHED:
-        _HASHED[seen] = _file_digest(path)
+        key = store.key("file-hash", seen) if store is not None else ""
+        known = store.get(key, lambda folder: (folder / "sha256").read_text().strip()) if key else None
+        _HASHED[seen] = known or _file_digest(path)
+        if key and known is None:
+            store.put(key, lambda folder: (folder / "sha256").write_text(_HASHED[seen]))  # type: ignore[union-attr]
     return _HASHED[seen]
 
 
@@ -181,13 +195,7 @@ def collect(settings: Settings, today: date | None = None, store: EntryStore | N
     limits = ReadLimits(max_file_mb=s.max_file_mb, max_field_chars=s.max_field_chars)
     registry = families()
     logs = {family.name: ProblemLog(family.name, limits=limits) for family in registry}
-    # the boundaries first: they define the tracts every other family is checked against
-    tracts = None
-    if s.boundaries is not None:
-        tracts = BOUNDARIES.load(Context(s.boundaries, region, None, enc, logs[BOUNDARIES.name], today))
-        if tracts is None:
-            return None, logs[BOUNDARIES.name].items
-    hashes = {str(p): _sha256(p, limits) for p in input_files(settings)}
+    hashes = {str(p): _sha256(p, limits, store) for p in input_files(settings)}
     relative = {data_key(settings, p): digest for p, digest in hashes.items()}
 
     stored = None
@@ -201,16 +209,23 @@ def collect(settings: Settings, today: date | None = None, store: EntryStore | N
                 "limits": [limits.max_file_mb, limits.max_field_chars]}  # a lower limit must check the files again
         stored = StoredFamilies(store, base, hashes, today or clock.today())
 
+    def value_of(family: Family[Any], section: Any, tracts: gpd.GeoDataFrame | None) -> Any:
+        context = Context(section, region, tracts, enc, logs[family.name], today)
+        if stored is None or family.codec is None:
+            return family.load(context)
+        return stored.load(family.name, family.codec, family.all_files(section), section.model_dump(mode="json"),
+                           logs[family.name], partial(family.load, context))
+
+    # the boundaries first: they define the tracts every other family is checked against
+    tracts = None
+    if s.boundaries is not None:
+        tracts = value_of(BOUNDARIES, s.boundaries, None)
+        if tracts is None:
+            return None, logs[BOUNDARIES.name].items
     filled: dict[str, list[Any]] = {}
 
     def load(family: Family[Any], section: Any) -> None:
-        context = Context(section, region, tracts, enc, logs[family.name], today)
-        if stored is None or family.codec is None:
-            value = family.load(context)
-        else:
-            value = stored.load(family.name, family.codec, family.all_files(section), section.model_dump(mode="json"),
-                                logs[family.name], partial(family.load, context))
-        for name, item in family.fill(value).items():
+        for name, item in family.fill(value_of(family, section, tracts)).items():
             filled.setdefault(name, []).append(item)
 
     configured = [(family, family.section(settings)) for family in registry if family is not BOUNDARIES]
@@ -230,6 +245,7 @@ def collect(settings: Settings, today: date | None = None, store: EntryStore | N
     demographics = tables.pop("demographics", None)
     demographics = empty_long() if demographics is None else demographics
     problems = [p for log in logs.values() for p in log.items]
+    content = "" if store is None else store.key("sources", base, s.model_dump(mode="json"), sorted(hashes.values()))
     sources = _checked(Sources(
         tracts=tracts,
         demographics=_compact(demographics) if not demographics.empty else empty_long(),
@@ -239,7 +255,8 @@ def collect(settings: Settings, today: date | None = None, store: EntryStore | N
         file_hashes=relative,
         warnings=tuple(p for p in problems if p.severity == "warning"),
         tables=tables,
-    ), region.name, problems)
+        content_key=content,
+    ), region.name, problems, store)
     return sources, problems
 
 
@@ -261,10 +278,20 @@ def _named_tracts(filled: Mapping[str, list[Any]], settings: Settings, log: Prob
     return tracts_without_boundaries(pd.Index(sorted(geoids)))
 
 
-def _checked(sources: Sources, region: str, problems: list[Problem]) -> Sources:
+def _checked(sources: Sources, region: str, problems: list[Problem], store: EntryStore | None = None) -> Sources:
     """The sources with what the quality checks found broken (:mod:`risk.sources.quality`); its warnings join
-    ``problems``."""
-    found, exclusions = check_quality(sources, region)
+    ``problems``. With a store, the checks of unchanged records are read from it."""
+    key = store.key("quality", sources.content_key, region) if store is not None and sources.content_key else ""
+    stored = store.get(key, lambda folder: json.loads((folder / "quality.json").read_text())) if key else None
+    if stored is not None:
+        found, exclusions = [Problem(**{**p, "more": tuple(tuple(m) for m in p["more"])}) for p in stored[0]], \
+            Exclusions(tuple(CountyYear(**c) for c in stored[1]), tuple(VintageMeasure(**v) for v in stored[2]))
+    else:
+        found, exclusions = check_quality(sources, region)
+        if key:
+            note = [[asdict(p) for p in found], [asdict(c) for c in exclusions.county_years],
+                    [asdict(v) for v in exclusions.vintages]]
+            store.put(key, lambda folder: (folder / "quality.json").write_text(json.dumps(note)))  # type: ignore[union-attr]
     problems.extend(found)
     return replace(sources, exclusions=exclusions, warnings=sources.warnings + tuple(found))
 

@@ -27,7 +27,7 @@ from pyproj.exceptions import ProjError
 from risk.core.settings import BoundariesSource, RegionSettings
 from risk.sources._bounded import ReadLimits, Refused, check_size
 from risk.sources._tables import ProblemLog, normalise_geoids
-from risk.sources.family import Context, Family
+from risk.sources.family import Codec, Context, Family
 
 CRS = "EPSG:4326"
 
@@ -244,13 +244,29 @@ def _load(c: Context[BoundariesSource]) -> gpd.GeoDataFrame | None:
     return load_boundaries(c.section, c.region, c.log, c.encoding)
 
 
+def _pack(tracts: gpd.GeoDataFrame | None) -> tuple[dict[str, pd.DataFrame], object]:
+    if tracts is None:
+        return {}, None
+    shapes = pd.Series(shapely.to_wkb(tracts.geometry.values), index=tracts.index, dtype="object")
+    return {"tracts": pd.DataFrame(tracts.drop(columns=tracts.geometry.name)).assign(geometry=shapes)}, None
+
+
+def _unpack(frames: dict[str, pd.DataFrame], _: object) -> gpd.GeoDataFrame | None:
+    if "tracts" not in frames:
+        return None
+    frame = frames["tracts"]
+    shapes = gpd.GeoSeries(shapely.from_wkb(frame["geometry"].to_numpy()), index=frame.index, crs=CRS)
+    return gpd.GeoDataFrame(frame.drop(columns="geometry"), geometry=shapes, crs=CRS)
+
+
 FAMILY: Family[BoundariesSource] = Family(
     name="boundaries",
     load=_load,
     section=lambda settings: settings.sources.boundaries,  # None: the tracts come from the other sources
     files=lambda cfg: [cfg.path],
     attribution="Tract boundaries: U.S. Census Bureau cartographic boundary files (public domain).",
-    codec=None,  # read on every run: every other family is checked against them, and they are small
+    # kept as WKB while the file is unchanged: a statewide file is parsed once, not by every region every week
+    codec=Codec(_pack, _unpack),
     series=False,
     always=True,
     credit=False,  # public domain: nothing to credit in an e-mail
