@@ -130,8 +130,12 @@ def test_a_second_run_compares_against_the_first_and_queues_nothing_twice(
     engine = engine_for(url)
     first, second = sorted(list_runs(engine), key=lambda r: r["id"])
     assert second["counts"]["emails_queued"] == 0 and second["counts"]["alerts"] == 0
-    changes = run_scores(engine, second["id"])["percentile_change"]
+    stored = run_scores(engine, second["id"])
+    ranked = stored["unranked"].isna()
+    changes = stored.loc[ranked, "percentile_change"]
     assert changes.notna().all() and (changes == 0).all()
+    assert list(stored.index[~ranked]) == ["53033005302"]  # group quarters: not ranked, so no rank change
+    assert stored.loc[~ranked, "percentile_change"].isna().all()
 
 
 def _start_paused(config: Path, point: str, signal_file: Path) -> BaseProcess:

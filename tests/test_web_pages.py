@@ -197,6 +197,14 @@ def test_the_tract_page_shows_history_waterfall_drivers_indicators_alerts_and_th
     assert png.headers["content-type"] == "image/png" and png.content[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_tract_living_mostly_in_group_quarters_is_shown_as_not_ranked_with_its_reason(
+        clients: dict[str, TestClient]) -> None:
+    html = clients["viewer"].get("/tracts/53033005302").text  # the University District's dormitories
+    assert ">not ranked</span>" in html and 'id="unranked"' in html and "Mostly group quarters" in html
+    listed = clients["viewer"].get("/?tier=all").text
+    assert 'title="mostly group quarters' in listed
+
+
 def test_viewers_read_decisions_but_get_no_form(clients: dict[str, TestClient], state: WebState) -> None:
     html = clients["viewer"].get(f"/tracts/{state.high[0]}").text
     assert 'name="decision"' not in html and "planners record them" in html

@@ -75,6 +75,25 @@ def _notes_for(notes: list[str], regions: list[str], settings: Settings) -> list
     return [n for n in notes if not any(n.startswith(f"{o}: ") for o in others)]
 
 
+UNRANKED_SHOWN = 5
+"""Tracts named in the note on tracts that are not ranked; the rest are counted."""
+
+
+def _unranked_notes(scores: pd.DataFrame, follows: set[str], names: dict[str, str]) -> list[str]:
+    """One note naming the recipient's tracts that are not ranked (too small to score, mostly group quarters):
+    they are listed apart, never among the flagged tracts."""
+    if "unranked" not in scores:
+        return []
+    reasons = scores["unranked"].dropna()
+    reasons = reasons[reasons.index.isin(list(follows))]
+    if reasons.empty:
+        return []
+    shown = [f"{names.get(g, g)} ({why})" for g, why in reasons.sort_index().head(UNRANKED_SHOWN).items()]
+    more = f"; and {len(reasons) - UNRANKED_SHOWN} more" if len(reasons) > UNRANKED_SHOWN else ""
+    return [f"{len(reasons)} tract(s) are not ranked and never alert, because their scores would rest on a "
+            f"handful of households: {'; '.join(shown)}{more}."]
+
+
 def compose(settings: Settings, tracts: gpd.GeoDataFrame, run: RunOutputs, pictures: Pictures | None = None,
             problems: list[str] | None = None) -> tuple[list[Alert], list[Outgoing]]:
     """This week's alerts and every message they lead to (not yet queued); a recipient whose message cannot be
@@ -105,9 +124,9 @@ def compose(settings: Settings, tracts: gpd.GeoDataFrame, run: RunOutputs, pictu
                 pictures.maps[area_key] = drawn
         rows = tract_rows(chosen, names, sentences, settings.delivery.base_url, {g: f"drivers-{g}" for g in top})
         mine = _regions_of(tracts, follows)
+        notes = _notes_for(run.notes, mine, settings) + _unranked_notes(run.scores, follows, names)
         return render_body(settings, kind, run.as_of, rows, areas_, pictures.maps.get(area_key) if chosen else None,
-                           pictures.waterfalls, _notes_for(run.notes, mine, settings), region=" and ".join(mine),
-                           track_record=run.track_record)
+                           pictures.waterfalls, notes, region=" and ".join(mine), track_record=run.track_record)
 
     for person in recipients:
         if person.areas not in follows_of:

@@ -81,6 +81,8 @@ def idempotency_key(recipient: str, item: str, week: str) -> str:
 def decide(scores: pd.DataFrame, previous: pd.DataFrame, decisions: pd.DataFrame, cfg: AlertSettings) -> list[Alert]:
     """Alerts of this run. ``scores``/``previous`` are indexed by GEOID; ``decisions`` holds the latest
     review per tract (index GEOID, columns ``decision`` and ``percentile``)."""
+    if "unranked" in scores:  # a tract too small to score (or mostly group quarters) never alerts
+        scores = scores[scores["unranked"].isna()]
     prev_tier = previous["tier"].reindex(scores.index) if "tier" in previous else pd.Series(index=scores.index)
     prev_p = previous["probability"].reindex(scores.index) if "probability" in previous else pd.Series(
         index=scores.index, dtype="float64")

@@ -383,11 +383,20 @@ class LowIncomeLossSettings(_Section):
 
 
 class TierSettings(_Section):
-    """Tiers by percentile rank of the probability among all tracts of a run."""
+    """Tiers by percentile rank of the probability among a run's ranked tracts, and which tracts are not ranked
+    (too small to score, or living mostly in group quarters)."""
 
     high: float = Field(0.95, gt=0, lt=1, description="Percentile rank at or above which a tract is `high`.")
     elevated: float = Field(0.85, gt=0, lt=1, description="... `elevated`.")
     watch: float = Field(0.70, gt=0, lt=1, description="... `watch`; below it `low`.")
+    min_population: int = Field(100, ge=0, description="A tract with fewer people (newest census count) is not "
+                                "ranked: it is listed apart as too small to score.")
+    min_households: int = Field(40, ge=0, description="... fewer households.")
+    min_renter_households: int = Field(10, ge=0, description="... fewer renter households (an eviction rate of "
+                                       "a handful of renters is noise).")
+    group_quarters_ratio: float = Field(4.0, gt=1, description="A tract with more people per household than this "
+                                        "lives mostly in group quarters (dormitories, prisons, barracks): it is not "
+                                        "ranked either, and is listed apart.")
 
     @model_validator(mode="after")
     def _ordered(self) -> TierSettings:

@@ -101,6 +101,8 @@ scores = Table(
     Column("tier", String(10), nullable=False),
     Column("probability_change", Float),
     Column("percentile_change", Float),
+    Column("unranked", Text),
+    # why the tract is not ranked (too small to score, mostly group quarters); NULL when it is ranked
 )
 
 drivers = Table(

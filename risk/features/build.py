@@ -78,6 +78,8 @@ def _demographic_features(view: Sources, index: pd.Index) -> pd.DataFrame:
     out["acs_median_home_value_vs_region"] = _vs_region(out["acs_median_home_value"])
     out["acs_home_value_change_annual"] = _annual_change(demo, "median_home_value", index)
     out["renter_households_change_annual"] = _annual_change(demo, "renter_households", index)
+    for measure in ("population", "households", "renter_households"):  # what the size floor reads
+        out[measure] = _newest(demo, measure, index)
     out["cov_demographics"] = out[["low_income_share", "renter_share", "nonwhite_share"]].notna().any(axis=1)
     return out
 

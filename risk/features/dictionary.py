@@ -46,6 +46,8 @@ class Feature:
             return f"${value:,.0f}" + self.unit[1:]
         if self.unit == "flag":
             return "yes" if value >= 0.5 else "no"
+        if self.unit in ("people", "households"):
+            return f"{value:,.0f} {self.unit}"
         return f"{value:,.2f} {self.unit}".strip()
 
 
@@ -163,13 +165,26 @@ _GROWTH = [
        "renters means more filings."),
 ]
 
+_SIZE = [
+    _f("population", "Population", "people", "demographics", "mixed",
+       "People living in the tract (newest census count): a tract too small to score is not ranked.",
+       modelled=False),
+    _f("households", "Households", "households", "demographics", "mixed",
+       "Households in the tract (newest census count); people far beyond its households live in group quarters "
+       "(dormitories, prisons, barracks).", modelled=False),
+    _f("renter_households", "Renter households", "households", "demographics", "mixed",
+       "Renter households in the tract (newest census count): eviction rates of a handful of renters are noise.",
+       modelled=False),
+]
+
 _COVERAGE = [
     _f(f"cov_{family}", f"{family.replace('_', ' ').capitalize()} data available", "flag", "coverage", "mixed",
        f"1 when the {family.replace('_', ' ')} family covers the tract at the as-of date.")
     for family in ("rent_index", "evictions", "permits", "demographics")
 ]
 
-BASE_FEATURES: tuple[Feature, ...] = (*_RENT, *_EVICTIONS, *_PERMITS, *_DEMOGRAPHICS, *_GROWTH, *_COVERAGE)
+BASE_FEATURES: tuple[Feature, ...] = (*_RENT, *_EVICTIONS, *_PERMITS, *_DEMOGRAPHICS, *_GROWTH, *_SIZE,
+                                      *_COVERAGE)
 
 
 def _lagged(f: Feature) -> Feature:

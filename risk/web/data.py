@@ -103,6 +103,11 @@ class RunView:
         return self.features
 
 
+def _text(value: object) -> str | None:
+    """A stored text, or None where the database holds NULL (a run stored before the column existed too)."""
+    return None if value is None or pd.isna(value) else str(value)  # type: ignore[arg-type]
+
+
 def _number(value: Any) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
 
@@ -190,7 +195,7 @@ class WebData:
                         "percentile": float(r["percentile"]), "tier": r["tier"],
                         "probability_change": _number(r["probability_change"]),
                         "percentile_change": _number(r["percentile_change"]), "status": status,
-                        "review": review})
+                        "review": review, "unranked": _text(r.get("unranked"))})
         key = {"probability": lambda x: x["probability"],
                "change": lambda x: -np.inf if x["percentile_change"] is None else x["percentile_change"],
                "tier": lambda x: (-TIERS.index(x["tier"]), x["probability"]),
@@ -210,7 +215,7 @@ class WebData:
                 "probability": float(r["probability"]),
                 "percentile": float(r["percentile"]), "tier": str(r["tier"]),
                 "probability_change": _number(r["probability_change"]),
-                "percentile_change": _number(r["percentile_change"])}
+                "percentile_change": _number(r["percentile_change"]), "unranked": _text(r.get("unranked"))}
 
     def history(self, geoid: str) -> list[dict[str, Any]]:
         """The tract's score in every finished run, oldest first."""
