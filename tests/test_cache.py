@@ -290,3 +290,18 @@ def test_a_file_rewritten_to_the_same_size_and_modification_time_is_hashed_again
     key = next(k for k in first if k.endswith("evictions.csv.gz"))
     second, _ = sources_module.collect(settings, store=sources_module.EntryStore(settings.paths.cache))
     assert second is not None and second.file_hashes[key] != first[key]
+
+
+def test_fingerprints_kept_under_the_sources_content_key_equal_those_hashed_from_the_tables(
+        tmp_path: Path) -> None:
+    settings = _with_eviction_file_at(tmp_path, tmp_path / "evictions.csv.gz")
+    plain = load_sources(settings)
+    stored = load_sources(settings, reuse=True)
+    assert plain.content_key == "" and stored.content_key
+    assert stored.known_at(date(2015, 1, 1)).content_key == ""  # a view is not the records the key names
+    days = [date(2009, 6, 1), date(2015, 1, 1), date(2019, 12, 31)]
+    expected = [WorkCache(tmp_path / "plain", settings, plain).known(d) for d in days]
+    first = WorkCache(settings.paths.cache, settings, stored)
+    assert [first.known(d) for d in days] == expected
+    again = WorkCache(settings.paths.cache, settings, load_sources(settings, reuse=True))
+    assert [again.known(d) for d in days] == expected and again.hits == 1 and again.misses == 0

@@ -359,13 +359,15 @@ def save_preview(msg: EmailMessage, folder: Path, stem: str) -> Path:
 
 
 def tract_names(tracts: gpd.GeoDataFrame, areas: dict[str, set[str]]) -> dict[str, str]:
-    """'Census tract 317.05 (Seattle)': the tract's short name and the named area it lies in."""
+    """'Census tract 317.05 (Seattle)': the tract's short name and the named area it lies in; outside every named
+    area, its county where a source or the settings name it ('Census tract 9800.21, Los Angeles County')."""
     where: dict[str, str] = {}
     for area, members in areas.items():
         for g in members:
             where.setdefault(g, area)
-    return {g: f"Census tract {n}" + (f" ({where[g]})" if g in where else "")
-            for g, n in zip(tracts.index, tracts["name"].astype(str))}
+    counties = tracts["county"] if "county" in tracts.columns else pd.Series(pd.NA, index=tracts.index)
+    return {g: f"Census tract {n}" + (f" ({where[g]})" if g in where else f", {c}" if isinstance(c, str) else "")
+            for g, n, c in zip(tracts.index, tracts["name"].astype(str), counties.astype(object), strict=True)}
 
 
 def frame_sentences(driver_rows: pd.DataFrame) -> dict[str, list[str]]:

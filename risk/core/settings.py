@@ -77,6 +77,19 @@ class RegionSettings(_Section):
         "source files without being in the boundaries, or a tract whose rows are broken beyond repair.",
     )
 
+    county_names: dict[str, str] = Field(
+        default_factory=dict,
+        description="Names of the region's counties by 5-digit FIPS (`{\"06037\": \"Los Angeles County\"}`), for "
+        "tract names such as 'Census tract 9800.21, Los Angeles County'. Optional: an Eviction Lab file's "
+        "parent-location names them too.")
+
+    @model_validator(mode="after")
+    def _named_counties_are_the_regions(self) -> RegionSettings:
+        other = sorted(set(self.county_names) - set(self.county_fips))
+        if other:
+            raise ValueError(f"county_names names counties that are not in county_fips: {other}")
+        return self
+
     @field_validator("county_fips")
     @classmethod
     def _five_digits(cls, v: tuple[str, ...]) -> tuple[str, ...]:

@@ -32,7 +32,24 @@ BASELINE_YEARS = 6
 
 
 def _rows(demo: pd.DataFrame, measure: str) -> pd.DataFrame:
-    return demo[demo["measure"] == measure].sort_values(["geoid", "released", "vintage"])
+    rows = demo[demo["measure"] == measure]
+    order = ["geoid", "released", "vintage"]
+    # a frame sorted once by the caller need not be sorted again for each measure
+    return rows if _sorted_by(rows, order) else rows.sort_values(order)
+
+
+def _sorted_by(rows: pd.DataFrame, order: list[str]) -> bool:
+    """Whether the rows are already in ``order`` (a linear check, against a sort's n log n)."""
+    if len(rows) < 2:
+        return True
+    keys = [rows[c].to_numpy() for c in order]
+    before = np.zeros(len(rows) - 1, dtype=bool)  # row i strictly before row i+1 on an earlier key
+    for k in keys:
+        a, b = k[:-1], k[1:]
+        if (~before & (a > b)).any():
+            return False
+        before |= a < b
+    return True
 
 
 def _newest(demo: pd.DataFrame, measure: str, index: pd.Index) -> pd.Series:
@@ -64,7 +81,9 @@ def _vs_region(values: pd.Series) -> pd.Series:
 
 
 def _demographic_features(view: Sources, index: pd.Index) -> pd.DataFrame:
-    demo = view.demographics
+    # sorted once: each measure's rows below are then a selection that keeps the order (a sort per measure was
+    # most of this function's time at national scale)
+    demo = view.demographics.sort_values(["geoid", "released", "vintage"])
     out = pd.DataFrame(index=index)
     for measure in ("low_income_share", "renter_share", "nonwhite_share", "college_share",
                     "poverty_rate", "rent_burden"):

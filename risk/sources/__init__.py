@@ -242,6 +242,7 @@ def collect(settings: Settings, today: date | None = None, store: EntryStore | N
                 load(family, section)
     tables = {name: items[0] if len(items) == 1 else pd.concat(items, ignore_index=True)
               for name, items in filled.items()}
+    tracts = _with_counties(tracts, tables.pop("county_names", None), settings)
     demographics = tables.pop("demographics", None)
     demographics = empty_long() if demographics is None else demographics
     problems = [p for log in logs.values() for p in log.items]
@@ -258,6 +259,15 @@ def collect(settings: Settings, today: date | None = None, store: EntryStore | N
         content_key=content,
     ), region.name, problems, store)
     return sources, problems
+
+
+def _with_counties(tracts: gpd.GeoDataFrame, found: pd.DataFrame | None, settings: Settings) -> gpd.GeoDataFrame:
+    """The tracts with their county's name (``county``; missing where nothing names it): the configured
+    ``region.county_names`` first, then the names a source gave (an Eviction Lab file's parent-location)."""
+    names = dict(zip(found["county"], found["name"], strict=True)) if found is not None else {}
+    names |= settings.region.county_names
+    county = pd.Series(tracts.index.str[:5], index=tracts.index).map(names).astype("string")
+    return tracts.assign(county=county)
 
 
 def _named_tracts(filled: Mapping[str, list[Any]], settings: Settings, log: ProblemLog) -> gpd.GeoDataFrame | None:

@@ -69,6 +69,8 @@ class Evictions:
 
     counts: pd.DataFrame
     demographics: pd.DataFrame
+    counties: pd.DataFrame | None = None
+    """The county names the file's parent-location gives (``county``, ``name``), for readable tract names."""
 
 
 def load_evictions(cfg: EvictionsSource, region: RegionSettings, known: pd.Index | None,
@@ -116,7 +118,22 @@ def load_evictions(cfg: EvictionsSource, region: RegionSettings, known: pd.Index
         "available": (year_end + pd.Timedelta(days=cfg.available_after_days)).to_numpy(),
     })
     demo = _demographics(cfg, table, geoids, y, keep, renters, log)
-    return Evictions(counts=counts.sort_values(["geoid", "year"], ignore_index=True), demographics=demo)
+    return Evictions(counts=counts.sort_values(["geoid", "year"], ignore_index=True), demographics=demo,
+                     counties=_county_names(table, geoids, keep))
+
+
+def _county_names(table: Table, geoids: pd.Series, keep: np.ndarray) -> pd.DataFrame | None:
+    """Each county's name from parent-location ("Adams County, Washington": "Adams County"), the most common
+    one where rows differ."""
+    if _PARENT not in table.frame.columns:
+        return None
+    names = table.frame[_PARENT].astype("string").str.split(",").str[0].str.strip()
+    pairs = pd.DataFrame({"county": geoids.str[:5].to_numpy(), "name": names.to_numpy()})[keep].dropna()
+    pairs = pairs[pairs["name"] != ""]
+    if pairs.empty:
+        return None
+    top = pairs.groupby(["county", "name"]).size().reset_index(name="n").sort_values(["county", "n"])
+    return top.drop_duplicates("county", keep="last")[["county", "name"]].reset_index(drop=True)
 
 
 def unshift(table: Table, log: ProblemLog) -> Table | None:
@@ -211,7 +228,10 @@ def _load(c: Context[EvictionsSource]) -> Evictions | None:
 
 def _into(value: Evictions | None) -> dict[str, object]:
     """The yearly counts are the evictions table; the file's demographic columns join the demographics."""
-    return {} if value is None else {"evictions": value.counts, "demographics": value.demographics}
+    if value is None:
+        return {}
+    names = {} if value.counties is None else {"county_names": value.counties}
+    return {"evictions": value.counts, "demographics": value.demographics, **names}
 
 
 FAMILY: Family[EvictionsSource] = Family(
@@ -226,7 +246,8 @@ FAMILY: Family[EvictionsSource] = Family(
     known="available",
     max_age=lambda cfg: cfg.max_age_days,
     coverage="cov_evictions",
-    codec=Codec(lambda v: ({} if v is None else {"counts": v.counts, "demographics": v.demographics}, None),
-                lambda f, _: Evictions(f["counts"], f["demographics"]) if f else None),
+    codec=Codec(lambda v: ({} if v is None else {"counts": v.counts, "demographics": v.demographics,
+                                                 **({} if v.counties is None else {"counties": v.counties})}, None),
+                lambda f, _: Evictions(f["counts"], f["demographics"], f.get("counties")) if f else None),
     into=_into,  # every known year is kept for the Dask engine (rows=None): the long-run average reads them all
 )
