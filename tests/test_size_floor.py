@@ -81,3 +81,11 @@ def test_the_bundled_sample_marks_its_university_district_tract_as_group_quarter
     features = build_features(bundled_sources, date(2019, 6, 1), bundled_settings.features)
     reasons = unranked_reasons(features, bundled_settings.model.tiers).dropna()
     assert list(reasons.index) == ["53033005302"] and reasons.iloc[0].startswith("mostly group quarters")
+
+
+def test_a_neighbourhood_of_large_families_stays_ranked() -> None:
+    # an Oakland tract of the example regions: 4.1 people per household are families, not dormitories
+    families = pd.DataFrame({"population": [5802.0, 11429.0], "households": [1402.0, 999.0],
+                             "renter_households": [900.0, 600.0]}, index=pd.Index(["06001406201", "06053001600"]))
+    reasons = unranked_reasons(families, TierSettings())
+    assert pd.isna(reasons["06001406201"]) and reasons["06053001600"].startswith("mostly group quarters")
