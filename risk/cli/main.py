@@ -15,6 +15,7 @@ from rich.table import Table
 
 from risk.cli import db as cli_db
 from risk.cli import job as cli_job
+from risk.cli import setup as cli_setup
 from risk.cli import synth as cli_synth
 from risk.cli import web as cli_web
 from risk.cli.common import F, err, handles_errors, out, parse_date, settings_of
@@ -424,6 +425,6 @@ def outbox_list(ctx: click.Context, as_json: bool) -> None:
     out.print(table)
 
 
-for _module in (cli_job, cli_db, cli_web, cli_synth):  # every other command group, added explicitly
+for _module in (cli_job, cli_db, cli_web, cli_synth, cli_setup):  # every other command group, added explicitly
     for _command in _module.COMMANDS:
         main.add_command(_command)
