@@ -32,24 +32,8 @@ BASELINE_YEARS = 6
 
 
 def _rows(demo: pd.DataFrame, measure: str) -> pd.DataFrame:
-    rows = demo[demo["measure"] == measure]
-    order = ["geoid", "released", "vintage"]
-    # a frame sorted once by the caller need not be sorted again for each measure
-    return rows if _sorted_by(rows, order) else rows.sort_values(order)
-
-
-def _sorted_by(rows: pd.DataFrame, order: list[str]) -> bool:
-    """Whether the rows are already in ``order`` (a linear check, against a sort's n log n)."""
-    if len(rows) < 2:
-        return True
-    keys = [rows[c].to_numpy() for c in order]
-    before = np.zeros(len(rows) - 1, dtype=bool)  # row i strictly before row i+1 on an earlier key
-    for k in keys:
-        a, b = k[:-1], k[1:]
-        if (~before & (a > b)).any():
-            return False
-        before |= a < b
-    return True
+    """One measure's rows, in the order :func:`build_features` sorted every row once (geoid, release, vintage)."""
+    return demo[demo["measure"] == measure]
 
 
 def _newest(demo: pd.DataFrame, measure: str, index: pd.Index) -> pd.Series:
@@ -81,9 +65,7 @@ def _vs_region(values: pd.Series) -> pd.Series:
 
 
 def _demographic_features(view: Sources, index: pd.Index) -> pd.DataFrame:
-    # sorted once: each measure's rows below are then a selection that keeps the order (a sort per measure was
-    # most of this function's time at national scale)
-    demo = view.demographics.sort_values(["geoid", "released", "vintage"])
+    demo = view.demographics
     out = pd.DataFrame(index=index)
     for measure in ("low_income_share", "renter_share", "nonwhite_share", "college_share",
                     "poverty_rate", "rent_burden"):
@@ -286,8 +268,10 @@ def build_features(sources: Sources, as_of: date, settings: FeatureSettings | No
     settings = settings or FeatureSettings()
     as_of_ts = pd.Timestamp(as_of)
     # rent is cut by _known_rent, which also drops the months no feature reads, rather than copied whole first
-    view = replace(sources.known_at(as_of, [f.name for f in dated() if f.name != "rent"]),
-                   rent=_known_rent(sources, as_of_ts))
+    view = sources.known_at(as_of, [f.name for f in dated() if f.name != "rent"])
+    # sorted once for every per-measure lookup (a sort per measure was most of their time at national scale)
+    view = replace(view, rent=_known_rent(sources, as_of_ts),
+                   demographics=view.demographics.sort_values(["geoid", "released", "vintage"]))
     index = sources.tracts.index.rename("geoid")
     parts = [
         _rent_features(view, index, as_of_ts),
